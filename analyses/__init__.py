@@ -1,0 +1,1 @@
+"""Pure comparison and judgement: windows of numbers in, typed verdicts out."""

@@ -1,0 +1,1 @@
+"""The HTTP surface Flagger and Argo Rollouts call, analysis sessions, the store."""
