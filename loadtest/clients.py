@@ -120,13 +120,17 @@ def _metadata_from_proto(resp: get_model_metadata_pb2.GetModelMetadataResponse) 
     return {"model_version": version, "signatures": sigs}
 
 
+# TF's error codes are gRPC's; REST status answers spell them by name ("OK").
+_CODE_NAMES = {sc.value[0]: sc.name for sc in grpc.StatusCode}
+
+
 def _status_from_proto(resp: get_model_status_pb2.GetModelStatusResponse) -> list[dict[str, Any]]:
     state_name = get_model_status_pb2.ModelVersionStatus.State.Name
     return [
         {
             "version": int(s.version),
             "state": state_name(s.state),
-            "error_code": int(s.status.error_code),
+            "error_code": _CODE_NAMES.get(int(s.status.error_code), "UNKNOWN"),
             "error_message": s.status.error_message,
         }
         for s in resp.model_version_status
