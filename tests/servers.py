@@ -1,0 +1,53 @@
+"""Start real servers for tests: `start_modelserver` runs the stand-in TF Serving.
+
+Any suite can use it (or the session fixtures in tests/conftest.py):
+
+    from tests.servers import start_modelserver
+
+    def test_x(tmp_path, demo_assets):
+        with start_modelserver(tmp_path, model_config=demo_assets.model_config,
+                               faults={"latency_s": 0.2, "labels": ["canary"]}) as ms:
+            ms.grpc_target          # "127.0.0.1:PORT"
+            ms.rest_url             # "http://127.0.0.1:PORT"
+            ms.set_faults({})       # change faults while it runs
+        # stopped here
+
+The process binds free ports on 127.0.0.1, logs to `<dir>/modelserver.log`,
+and is ready when this returns (or ModelServerError says why not, with the
+end of the log). Fault fields: see modelserver/faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from modelserver.process import ModelServerError, ModelServerProcess, start_process
+
+__all__ = ["start_modelserver", "ModelServerProcess", "ModelServerError"]
+
+
+def start_modelserver(tmp_path_or_dir: str | Path, model_config: str | Path | None = None,
+                      model_name: str | None = None, base_path: str | Path | None = None,
+                      faults: dict | None = None, extra_args=(),
+                      ready_timeout_s: float = 60.0, name: str = "modelserver") -> ModelServerProcess:
+    """Start `python -m modelserver` on free ports and wait until it serves.
+
+    Give model_config (a models.config file), or model_name and base_path (a
+    folder of numbered versions; every version is served). faults: initial
+    faults as a dict (see modelserver/faults.py). extra_args: more CLI flags.
+    ready_timeout_s: seconds to wait for the ready line.
+    """
+    args: list[str] = []
+    if model_config is not None:
+        args += ["--model_config_file", str(model_config)]
+    elif base_path is not None:
+        args += ["--model_name", model_name or "default", "--model_base_path", str(base_path),
+                 "--serve_all_versions"]
+    else:
+        raise ValueError("start_modelserver needs model_config, or model_name and base_path")
+    if faults:
+        args += ["--faults", json.dumps(faults)]
+    args += [str(a) for a in extra_args]
+    return start_process(args, log_dir=tmp_path_or_dir, name=name,
+                         ready_timeout_s=ready_timeout_s)
