@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints the figures quoted in the README (`python -m bench.<name>`)."""
