@@ -448,6 +448,10 @@ class ShadowProber:
         await asyncio.gather(*(one(i) for i in range(n)))
         return win.finish(loop.time(), self.inputs)
 
+    def pending(self) -> int:
+        """Probe pairs completed in the open window (not yet taken)."""
+        return int(self._win.seen)
+
     def take_window(self) -> ProbeStats:
         """Stats since the last take (atomic swap), for a session's windows."""
         return self._take(time.monotonic())

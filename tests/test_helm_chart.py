@@ -25,7 +25,17 @@ def test_chart_metadata_and_values_parse():
     assert chart["apiVersion"] == "v2" and chart["name"] == "shadowgate"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["replicaCount"] == 1  # sessions live in one process
-    assert values["analyses"]["store"].startswith("/var/lib/shadowgate/")
+    assert values["analyses"]["server"]["store"].startswith("/var/lib/shadowgate/")
+
+
+def test_the_config_the_chart_renders_is_valid_for_the_service():
+    from webhook.config import Config
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    example = yaml.safe_load((CHART.parent.parent / "examples" / "analyses.yaml").read_text())
+    rendered = dict(values["analyses"], analyses=example["analyses"])
+    config = Config.model_validate(rendered)
+    assert config.server.store == "/var/lib/shadowgate/runs.db"
 
 
 def test_every_value_a_template_reads_is_defined():

@@ -99,12 +99,15 @@ def test_take_window_swaps_and_merge_stays_bounded():
         stop = asyncio.Event()
         task = asyncio.create_task(prober.run(stop))
         await asyncio.sleep(0.5)
+        pending_before = prober.pending()
         first = prober.take_window()
+        pending_after = prober.pending()
         await asyncio.sleep(0.5)
         stop.set()
-        return first, await task
+        return first, await task, pending_before, pending_after
 
-    first, whole = asyncio.run(main())
+    first, whole, pending_before, pending_after = asyncio.run(main())
+    assert pending_before == first.pairs_seen and pending_after == 0
     assert first.pairs_seen >= 40
     assert whole.pairs_seen >= first.pairs_seen + 40  # run() returns the whole run
     assert len(whole.pairs) == 30  # still bounded

@@ -1,0 +1,283 @@
+"""End to end on 127.0.0.1: stand-in TF Servings, the service in its own process, Flagger and
+Argo drivers, and a real Prometheus for CTR.
+
+Stand-ins: server A serves the demo model (stable -> v1, the good model;
+canary -> v2, several points less accurate); server B serves the same
+model with 150 ms of injected latency. Analyses:
+- good:   canary = v1 on A (same model as stable)    -> promoted
+- worse:  canary = label canary (v2) on A            -> rolled back (accuracy)
+- slow:   canary = v1 on B (injected latency)        -> rolled back (latency)
+- clicks: canary = v1 on A, but its CTR in Prometheus is half of stable's -> fails on CTR
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+import yaml
+
+from tests.servers import start_modelserver
+from tests.webhook.drivers import FlaggerDriver, argo_measure
+from tests.webhook.service import free_port, start_service
+
+pytestmark = pytest.mark.slow
+
+INTERVAL_S = 2.0
+THRESHOLD = 2
+
+
+@pytest.fixture(scope="module")
+def slow_server(demo_assets, tmp_path_factory):
+    server = start_modelserver(tmp_path_factory.mktemp("slow"), model_config=demo_assets.model_config,
+                               faults={"latency_s": 0.15}, name="slow-modelserver")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class ClickExporter:
+    """Clicks and impressions per version on a prometheus_client HTTP server; canary clicks half as often."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.impressions = Counter("demo_impressions", "impressions", ["version"], registry=self.registry)
+        self.clicks = Counter("demo_clicks", "clicks", ["version"], registry=self.registry)
+        self.port = free_port()
+        self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        # 1000 impressions/s per version; CTR 10 % on stable, 5 % on canary.
+        while not self._stop.wait(0.1):
+            for version, clicks in (("stable", 10), ("canary", 5)):
+                self.impressions.labels(version).inc(100)
+                self.clicks.labels(version).inc(clicks)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    exporter = ClickExporter()
+    d = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    (d / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "clicks", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+    }))
+    log = open(d / "prometheus.log", "wb")
+    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError((d / "prometheus.log").read_text()[-2000:])
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        exporter.stop()
+
+
+def _config(tmp_path, demo_assets, a, b, prometheus_url) -> dict:
+    def target(server, **which):
+        return {"protocol": "tfserving-grpc", "address": server.grpc_target, "model": "digits", "timeout_s": 2,
+                **which}
+
+    def analysis(canary, ctr=None, ctr_check=None):
+        out = {
+            "stable": target(a, label="stable"),
+            "canary": canary,
+            "golden": str(demo_assets.golden),
+            "reference": str(demo_assets.reference),
+            "probe": {"rate": 40, "timeout_s": 2},
+            "load": {"rate": 80, "max_rate": 100, "timeout_s": 2, "concurrency": 32},
+            # Windows of 2 s hold ~160 requests per version: enough for a P90, not for a P99.
+            # Tolerances are wide because the test machine is shared: the slow
+            # canary's 150 ms against a few ms is still tens of times over them.
+            "checks": {"latency": {"quantile": 0.9, "quantiles": [0.5, 0.9], "min_samples": 50,
+                                   "max_ratio": 3.0, "first_look_max_ratio": 4.0,
+                                   "mann_whitney_tolerance": 1.0},
+                       "errors": {"min_requests": 50},
+                       "drift": {"inputs": False}},
+            "interval_s": INTERVAL_S,
+            "min_window_probes": 30,
+        }
+        if ctr:
+            out["ctr"] = ctr
+            out["checks"]["ctr"] = ctr_check or {}
+        return out
+
+    ctr = {"prometheus": prometheus_url, "timeout_s": 2,
+           "clicks": 'sum(increase(demo_clicks_total{version="{version}"}[5s]))',
+           "impressions": 'sum(increase(demo_impressions_total{version="{version}"}[5s]))',
+           "versions": {"stable": "stable", "canary": "canary"}}
+    return {
+        # Argo runs have no end hook: the idle timeout stops their load soon after the last call.
+        "server": {"store": str(tmp_path / "runs.db"), "interval_s": INTERVAL_S, "threads": 8,
+                   "idle_timeout_s": 4 * INTERVAL_S},
+        "analyses": {
+            "good": analysis(target(a, version=1)),
+            "worse": analysis(target(a, label="canary")),
+            "slow": analysis(target(b, version=1)),
+            "clicks": analysis(target(a, version=1), ctr=ctr, ctr_check={"min_impressions": 100}),
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory, demo_assets, modelserver, slow_server, prometheus):
+    d = tmp_path_factory.mktemp("service")
+    path = d / "analyses.yaml"
+    path.write_text(yaml.safe_dump(_config(d, demo_assets, modelserver, slow_server, prometheus)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(config_path):
+    svc = start_service(config_path, config_path.parent)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _flagger(service, name, **kw):
+    return FlaggerDriver(service.url, name, interval_s=INTERVAL_S, threshold=THRESHOLD, **kw)
+
+
+def test_good_canary_is_promoted(service):
+    result = _flagger(service, "good", checksum="good1").run()
+    assert result.outcome == "promoted", result.calls
+    run = requests.get(f"{service.url}/api/v1/runs", params={"analysis": "good"}, timeout=5).json()["runs"][0]
+    assert run["status"] == "succeeded" and run["windows"] >= 3
+
+
+def test_worse_canary_is_rolled_back_within_the_threshold(service):
+    result = _flagger(service, "worse", checksum="worse1").run()
+    assert result.outcome == "rolled_back", result.calls
+    # The golden-set check at pre-rollout already fails, the first rollout
+    # call (or the critical-failure rollback webhook) finishes it.
+    assert result.ticks <= THRESHOLD, result.calls
+    pre = [c for c in result.calls if c[0] == "pre-rollout"][0]
+    assert pre[1] == 412 and "accuracy" in pre[2]
+    run = requests.get(f"{service.url}/api/v1/runs", params={"analysis": "worse"}, timeout=5).json()["runs"][0]
+    assert run["status"] == "failed"
+
+
+def test_slow_canary_is_rolled_back_on_latency(service):
+    result = _flagger(service, "slow", checksum="slow1").run()
+    assert result.outcome == "rolled_back", result.calls
+    assert result.ticks <= THRESHOLD + 1, result.calls
+    failing = [c for c in result.calls if c[1] == 412 and c[0] == "rollout"] + \
+              [c for c in result.calls if c[0] == "rollback" and c[1] == 200]
+    assert failing and "latency" in failing[0][2], result.calls
+
+
+def test_argo_web_provider(service):
+    phases = []
+    for _ in range(3):
+        phase, result = argo_measure(service.url, "good", "podinfo", "rev-good")
+        phases.append(phase)
+        time.sleep(INTERVAL_S)
+    assert phases == ["Successful"] * 3
+    phase, result = argo_measure(service.url, "worse", "podinfo", "rev-worse")
+    assert phase == "Failed" and result["phase"] == "Failed"
+    assert result["accuracy"]["delta"] < -0.02
+    # A misconfigured template is an Error, not a verdict.
+    assert argo_measure(service.url, "nope", "podinfo", "1")[0] == "Error"
+    metrics = requests.get(f"{service.url}/metrics", timeout=5).text
+    assert 'shadowgate_accuracy_ratio{analysis="worse",version="canary"}' in metrics
+
+
+def test_ctr_drop_seen_through_prometheus(service):
+    deadline = time.monotonic() + 40
+    ctr = None
+    while time.monotonic() < deadline:
+        phase, result = argo_measure(service.url, "clicks", "shop", "rev-ctr")
+        ctr = result.get("ctr")
+        if ctr and ctr["verdict"] != "nodata":
+            break
+        time.sleep(INTERVAL_S)
+    assert ctr is not None and ctr["verdict"] == "fail", ctr
+    assert ctr["ratio"] == pytest.approx(0.5, abs=0.15)
+    assert phase == "Failed"
+
+
+def test_restart_mid_run_keeps_the_run(config_path, tmp_path):
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["server"]["store"] = str(tmp_path / "restart.db")
+    config_path = tmp_path / "analyses.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    svc = start_service(config_path, tmp_path, name="restart-1")
+    driver = _flagger(svc, "good", checksum="restart1")
+    try:
+        assert driver.call("confirm-rollout", phase="Initialized")[0]
+        ok, r = driver.call("pre-rollout")
+        assert ok, r.text
+        run_id = r.json()["run"]
+        time.sleep(INTERVAL_S)
+        assert driver.call("rollout")[0]
+    finally:
+        svc.stop()
+    svc = start_service(config_path, tmp_path, name="restart-2")
+    try:
+        before = requests.get(f"{svc.url}/api/v1/runs/{run_id}", timeout=5).json()
+        assert before["status"] == "running" and len(before["windows"]) >= 2
+        driver.url = svc.url
+        result = driver.run(start_ticks=1)
+        assert result.outcome == "promoted", result.calls
+        after = requests.get(f"{svc.url}/api/v1/runs/{run_id}", timeout=5).json()
+        assert after["status"] == "succeeded"
+        assert [w["seq"] for w in after["windows"]][: len(before["windows"])] == [w["seq"] for w in before["windows"]]
+        assert any("resumed" in e["message"] for e in after["timeline"])
+    finally:
+        svc.stop()
+
+
+def test_judge_command_exit_codes(config_path, tmp_path, capsys):
+    from webhook import judge
+
+    args = ["--config", str(config_path), "--duration", "4s", "--interval", "2s", "--no-progress"]
+    assert judge.main(args + ["--analysis", "good", "--json", str(tmp_path / "v.json")]) == 0
+    out = capsys.readouterr().out
+    assert "analysis good: PASS" in out and "accuracy" in out
+    assert '"passed": true' in (tmp_path / "v.json").read_text()
+
+    assert judge.main(args + ["--analysis", "worse"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "accuracy" in out
+
+    # Canary down: fails at once, without waiting for the duration.
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["analyses"]["good"]["canary"]["address"] = f"127.0.0.1:{free_port()}"
+    down = tmp_path / "down.yaml"
+    down.write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    assert judge.main(["--config", str(down), "--analysis", "good", "--duration", "1m", "--no-progress"]) == 1
+    assert time.monotonic() - t0 < 15
+    assert "canary" in capsys.readouterr().out

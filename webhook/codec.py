@@ -1,0 +1,70 @@
+"""Windows to bytes and back, compactly, so a verdict can be recomputed from the store.
+
+One window becomes one .npz blob (compressed): probe arrays as they are
+(scores and inputs as float32, enough for accuracy and drift), latencies as a
+bounded uniform sample, counts and CTR as a small JSON header. The drift
+reference set is not stored per window: it belongs to the analysis.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from analyses.window import CtrCounts, ProbePairs, VersionTraffic, Window
+
+# Enough for a p99 with a few dozen samples beyond it, per version and window.
+MAX_LATENCY_SAMPLES = 8192
+
+
+def _bounded(a: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    if a.shape[0] <= limit:
+        return a
+    # A uniform sample keeps percentiles unbiased; the order of samples carries no meaning.
+    return np.sort(rng.choice(a, size=limit, replace=False))
+
+
+def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES) -> bytes:
+    """Serialize a window (without its reference inputs) to npz bytes."""
+    rng = np.random.default_rng(0)
+    header = {
+        "stable": {"requests": window.stable.requests, "errors": window.stable.errors,
+                   "errors_by_code": window.stable.errors_by_code},
+        "canary": {"requests": window.canary.requests, "errors": window.canary.errors,
+                   "errors_by_code": window.canary.errors_by_code},
+        "ctr": None if window.ctr is None else {
+            "stable_clicks": window.ctr.stable_clicks, "stable_impressions": window.ctr.stable_impressions,
+            "canary_clicks": window.ctr.canary_clicks, "canary_impressions": window.ctr.canary_impressions,
+        },
+    }
+    p = window.probes
+    arrays = {
+        "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+        "stable_latencies_s": _bounded(window.stable.latencies_s, max_latency_samples, rng),
+        "canary_latencies_s": _bounded(window.canary.latencies_s, max_latency_samples, rng),
+        "labels": p.labels,
+        "stable_pred": p.stable_pred,
+        "canary_pred": p.canary_pred,
+    }
+    for name in ("stable_scores", "canary_scores", "inputs"):
+        v = getattr(p, name)
+        if v is not None:
+            arrays[name] = np.asarray(v, dtype=np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_window(blob: bytes) -> Window:
+    """The window `encode_window` wrote (reference inputs are None)."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        header = json.loads(bytes(z["header"]).decode())
+        opt = {k: z[k].astype(np.float64) if k in z.files else None
+               for k in ("stable_scores", "canary_scores", "inputs")}
+        probes = ProbePairs(labels=z["labels"], stable_pred=z["stable_pred"], canary_pred=z["canary_pred"], **opt)
+        stable = VersionTraffic(latencies_s=z["stable_latencies_s"], **header["stable"])
+        canary = VersionTraffic(latencies_s=z["canary_latencies_s"], **header["canary"])
+    ctr = CtrCounts(**header["ctr"]) if header["ctr"] is not None else None
+    return Window(stable=stable, canary=canary, probes=probes, ctr=ctr)

@@ -1,0 +1,421 @@
+"""analyses.yaml: the service's configuration, validated once at start-up.
+
+Every address the service connects to (model servers, Prometheus) comes from
+this file, never from a webhook payload. A bad file stops start-up with a
+`ConfigError` naming the dotted field (`analyses.digits.canary.address`).
+
+Units: seconds (`*_s`), requests per second (`rate`), bytes (`*_bytes`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Identifiers that end up in URLs, SQL parameters and metric labels.
+ANALYSIS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Used when the file sets no `server.auth` / `server.namespaces` (the Helm chart sets these).
+TOKEN_ENV = "SHADOWGATE_TOKEN"
+NAMESPACES_ENV = "SHADOWGATE_ALLOWED_NAMESPACES"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `field` is the dotted path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetConfig(_Strict):
+    """One model version to call: stable or canary."""
+
+    protocol: Literal["tfserving-grpc", "tfserving-rest"]
+    address: str = Field(min_length=1, description="host:port for gRPC, URL or host:port for REST")
+    model: str = Field(min_length=1)
+    version: int | None = Field(default=None, ge=0)
+    label: str | None = None
+    signature: str = "serving_default"
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if any(c.isspace() for c in v):
+            raise ValueError("must not contain spaces")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and not _LABEL_RE.match(v):
+            raise ValueError("letters, digits, '_', '.', '-' only")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "TargetConfig":
+        if self.version is not None and self.label is not None:
+            raise ValueError("give version or label, not both")
+        return self
+
+    def version_name(self) -> str:
+        """How this version is named in metrics and CTR queries: its label, number, or 'latest'."""
+        if self.label is not None:
+            return self.label
+        if self.version is not None:
+            return str(self.version)
+        return "latest"
+
+
+class DataSetConfig(_Strict):
+    """An .npz file; relative paths are relative to the configuration file."""
+
+    path: str
+    inputs_key: str = "inputs"
+    labels_key: str = "labels"
+
+
+class ProbeConfig(_Strict):
+    """Shadow probes: golden inputs sent to stable and canary at the same moment."""
+
+    rate: float = Field(default=10.0, gt=0, le=10_000, description="probe pairs per second")
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    max_pairs: int = Field(default=20_000, ge=1, description="per window; older pairs are dropped")
+    input_name: str = "x"
+    scores_key: str = "probabilities"
+
+
+class LoadStep(_Strict):
+    rate: float = Field(ge=0, le=100_000, description="requests per second")
+    duration_s: float = Field(gt=0)
+
+
+class LoadConfig(_Strict):
+    """Open-loop load: requests are sent on schedule whether or not earlier ones answered."""
+
+    rate: float = Field(default=10.0, ge=0, le=100_000, description="requests per second")
+    max_rate: float = Field(default=200.0, gt=0, le=100_000,
+                            description="cap for a rate asked by hook metadata")
+    schedule: list[LoadStep] = Field(default_factory=list)
+    concurrency: int = Field(default=64, ge=1, le=10_000, description="requests in flight at most")
+    warmup_s: float = Field(default=0.0, ge=0)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    targets: Literal["both", "canary"] = Field(
+        default="both", description="load the canary only, or both (latency compared like for like)")
+
+    @model_validator(mode="after")
+    def _cap(self) -> "LoadConfig":
+        if self.rate > self.max_rate:
+            raise ValueError(f"rate {self.rate:g} exceeds max_rate {self.max_rate:g}")
+        return self
+
+
+class CtrVersions(_Strict):
+    stable: str | None = None
+    canary: str | None = None
+
+
+class CtrConfig(_Strict):
+    """Clicks and impressions per version from Prometheus.
+
+    `clicks` and `impressions` are PromQL templates; only `{version}` (the
+    names in `versions`, default: each target's label or version) and
+    `{window}` (the window length, e.g. `30s`) are substituted.
+    """
+
+    prometheus: str
+    clicks: str = Field(min_length=1)
+    impressions: str = Field(min_length=1)
+    timeout_s: float = Field(default=3.0, gt=0, le=30)
+    versions: CtrVersions = Field(default_factory=CtrVersions)
+
+    @field_validator("prometheus")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("clicks", "impressions")
+    @classmethod
+    def _placeholder(cls, v: str) -> str:
+        if "{version}" not in v:
+            raise ValueError("must contain {version} so stable and canary are told apart")
+        return v
+
+
+class AnalysisConfig(_Strict):
+    """One named analysis: what to compare, with which data, judged how."""
+
+    stable: TargetConfig
+    canary: TargetConfig
+    golden: DataSetConfig
+    reference: DataSetConfig | None = None
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    checks: dict[str, Any] = Field(default_factory=dict)
+    ctr: CtrConfig | None = None
+    interval_s: float | None = Field(default=None, gt=0, description="overrides server.interval_s")
+    min_window_probes: int = Field(default=20, ge=1,
+                                   description="probe pairs needed to close a window early on a hook call")
+
+    @field_validator("golden", "reference", mode="before")
+    @classmethod
+    def _path_shorthand(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+
+class AuthConfig(_Strict):
+    """A shared token, accepted as `Authorization: Bearer <token>` or as the
+    password of HTTP basic auth (Flagger cannot set headers, but it sends the
+    user info of its webhook URL `http://shadowgate:<token>@host/...`)."""
+
+    token: str | None = Field(default=None, min_length=16)
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "AuthConfig":
+        if self.token is not None and self.token_env is not None:
+            raise ValueError("give token or token_env, not both")
+        return self
+
+
+class ServerConfig(_Strict):
+    bind: str = "127.0.0.1:8080"
+    threads: int = Field(default=16, ge=1, le=512)
+    timeout_s: float = Field(default=30.0, gt=0, description="gunicorn worker timeout")
+    store: str = Field(default="shadowgate.db", description="SQLite file; relative to the config file")
+    interval_s: float = Field(default=30.0, gt=0, description="window length")
+    idle_timeout_s: float | None = Field(default=None, gt=0,
+                                         description="stop a run's load after no call for this long "
+                                                     "(default: 10 intervals, at least 120 s)")
+    hook_deadline_s: float = Field(default=8.0, gt=0, lt=10,
+                                   description="live checks in a hook answer within this; "
+                                               "Flagger and Argo give up at 10 s")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    namespaces: list[str] = Field(default_factory=list, description="allow-list; empty allows all")
+    auth: AuthConfig | None = None
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        if not re.match(r"^[^\s:]*:\d{1,5}$", v) and not v.startswith("unix:"):
+            raise ValueError("must be host:port or unix:/path")
+        return v
+
+    def idle_timeout(self) -> float:
+        """Seconds without a hook call after which a run's load stops."""
+        if self.idle_timeout_s is not None:
+            return self.idle_timeout_s
+        return max(10 * self.interval_s, 120.0)
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    analyses: dict[str, AnalysisConfig] = Field(min_length=1)
+
+    @field_validator("analyses")
+    @classmethod
+    def _names(cls, v: dict[str, AnalysisConfig]) -> dict[str, AnalysisConfig]:
+        for name in v:
+            if not ANALYSIS_NAME_RE.match(name):
+                raise ValueError(f"analysis name {name!r}: letters, digits, '_', '.', '-', at most 63")
+        return v
+
+
+@dataclass
+class Analysis:
+    """An analysis ready to run: its configuration plus data loaded from disk."""
+
+    name: str
+    config: AnalysisConfig
+    judge_config: Any  # analyses.config.JudgeConfig
+    golden_judge_config: Any  # the same without latency, CTR and input drift (see golden_checks)
+    golden_inputs: np.ndarray
+    golden_labels: np.ndarray
+    reference_inputs: np.ndarray | None
+    interval_s: float
+
+
+@dataclass
+class Settings:
+    """The whole loaded configuration."""
+
+    config: Config
+    analyses: dict[str, Analysis]
+    store_path: str
+    token: str | None
+    base_dir: Path
+
+    @property
+    def server(self) -> ServerConfig:
+        return self.config.server
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
+    e = err.errors()[0]
+    field = _dotted(e["loc"])
+    if prefix:
+        field = f"{prefix}.{field}" if field else prefix
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return ConfigError(field, msg)
+
+
+def _load_npz(base: Path, ds: DataSetConfig, field: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    path = Path(ds.path)
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"{field}.path", f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if ds.inputs_key not in keys:
+                raise ConfigError(f"{field}.inputs_key", f"{path} has no array {ds.inputs_key!r} "
+                                                         f"(has {', '.join(sorted(keys)) or 'none'})")
+            inputs = np.asarray(z[ds.inputs_key])
+            labels = None
+            if need_labels:
+                if ds.labels_key not in keys:
+                    raise ConfigError(f"{field}.labels_key", f"{path} has no array {ds.labels_key!r}")
+                labels = np.asarray(z[ds.labels_key]).astype(np.int64).reshape(-1)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a corrupt file must name itself, not crash with a traceback
+        raise ConfigError(f"{field}.path", f"cannot read {path}: {exc}") from None
+    if inputs.ndim < 1 or inputs.shape[0] == 0:
+        raise ConfigError(f"{field}.path", f"{path}: {ds.inputs_key!r} is empty")
+    if labels is not None and labels.shape[0] != inputs.shape[0]:
+        raise ConfigError(f"{field}.labels_key",
+                          f"{path}: {labels.shape[0]} labels for {inputs.shape[0]} inputs")
+    return inputs, labels
+
+
+def _judge_config(checks: dict[str, Any], field: str) -> Any:
+    from analyses.config import load_judge_config
+
+    try:
+        return load_judge_config(checks, prefix=field)
+    except ValueError as exc:
+        # The message is "<dotted.field>: <problem>[; ...]"; report the first.
+        first = str(exc).split("; ")[0]
+        name, sep, msg = first.partition(": ")
+        if sep and name.startswith(field):
+            raise ConfigError(name, msg) from None
+        raise ConfigError(field, first) from None
+
+
+def golden_checks(judge_config: Any) -> Any:
+    """The checks for a one-off pass over the golden set (pre-rollout, Argo's first call).
+
+    That pass is closed-loop and short: it says whether the canary answers
+    and answers correctly (accuracy, errors, prediction drift). Latency under
+    load, CTR and input drift need the windows measured while the run goes on.
+    """
+    off = {"enabled": False}
+    return judge_config.model_copy(update={
+        "latency": judge_config.latency.model_copy(update=off),
+        "ctr": judge_config.ctr.model_copy(update=off),
+        "drift": judge_config.drift.model_copy(update={"inputs": False}),
+    })
+
+
+def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
+    """Validate a parsed configuration and load its data sets. Raises ConfigError."""
+    base = Path(base_dir)
+    if not isinstance(data, dict):
+        raise ConfigError("", "the configuration must be a YAML mapping with 'analyses'")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+
+    token = None
+    auth = config.server.auth
+    if auth is not None:
+        if auth.token_env is not None:
+            token = os.environ.get(auth.token_env)
+            if not token:
+                raise ConfigError("server.auth.token_env", f"environment variable {auth.token_env} is not set")
+            if len(token) < 16:
+                raise ConfigError("server.auth.token_env", "the token must have at least 16 characters")
+        else:
+            token = auth.token
+    elif os.environ.get(TOKEN_ENV):
+        # Deployments (the Helm chart) hand the token over in the environment.
+        token = os.environ[TOKEN_ENV]
+        if len(token) < 16:
+            raise ConfigError(TOKEN_ENV, "the token must have at least 16 characters")
+
+    namespaces = list(config.server.namespaces)
+    if not namespaces and os.environ.get(NAMESPACES_ENV):
+        namespaces = [n.strip() for n in os.environ[NAMESPACES_ENV].split(",") if n.strip()]
+        config = config.model_copy(update={"server": config.server.model_copy(update={"namespaces": namespaces})})
+    for i, ns in enumerate(config.server.namespaces):
+        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", ns):
+            raise ConfigError(f"server.namespaces.{i}", f"{ns!r} is not a Kubernetes namespace name")
+
+    analyses: dict[str, Analysis] = {}
+    for name, ac in config.analyses.items():
+        field = f"analyses.{name}"
+        inputs, labels = _load_npz(base, ac.golden, f"{field}.golden", need_labels=True)
+        ref = None
+        if ac.reference is not None:
+            ref, _ = _load_npz(base, ac.reference, f"{field}.reference", need_labels=False)
+        judge_config = _judge_config(ac.checks, f"{field}.checks")
+        if ac.ctr is None:
+            explicit = isinstance(ac.checks.get("ctr"), dict) and ac.checks["ctr"].get("enabled") is True
+            if explicit:
+                raise ConfigError(f"{field}.ctr", "checks.ctr is enabled but no ctr source (Prometheus) is set")
+            # Without a source the check could only ever say "no data".
+            judge_config = judge_config.model_copy(
+                update={"ctr": judge_config.ctr.model_copy(update={"enabled": False})})
+        for i, step in enumerate(ac.load.schedule):
+            if step.rate > ac.load.max_rate:
+                raise ConfigError(f"{field}.load.schedule.{i}.rate",
+                                  f"{step.rate:g} exceeds max_rate {ac.load.max_rate:g}")
+        analyses[name] = Analysis(
+            name=name, config=ac, judge_config=judge_config, golden_judge_config=golden_checks(judge_config),
+            golden_inputs=inputs, golden_labels=labels, reference_inputs=ref,
+            interval_s=ac.interval_s or config.server.interval_s,
+        )
+
+    store = Path(config.server.store)
+    store_path = config.server.store if config.server.store == ":memory:" else str(
+        store if store.is_absolute() else base / store)
+    return Settings(config=config, analyses=analyses, store_path=store_path, token=token, base_dir=base)
+
+
+def load_config(path: str | os.PathLike) -> Settings:
+    """Read and validate analyses.yaml. Raises ConfigError naming the field."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError("", f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return load_settings(data, p.parent)

@@ -1,0 +1,57 @@
+"""One JSON error shape for every failure the service reports.
+
+`{"error": "<one readable line>", "status": 400, "field": "checksum"}`:
+Flagger copies the body into its events, so it is one line; `field` names
+the culprit when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A request the service refuses: `status` is the HTTP code, `field` the culprit or None."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def render(status: int, message: str, field: str | None = None):
+    body = {"error": " ".join(message.split()), "status": status}
+    if field is not None:
+        body["field"] = field
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
+def register(app: Flask) -> None:
+    """Render ApiError, HTTP errors (404 route, 405, 413) and crashes as JSON."""
+
+    @app.errorhandler(ApiError)
+    def _api(err: ApiError):
+        return render(err.status, err.message, err.field)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(err: RequestEntityTooLarge):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return render(413, f"request body larger than {limit} bytes", "body")
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):
+        return render(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def _crash(err: Exception):
+        # A bug, never a verdict: verdicts are 200/409/412 by construction.
+        log.exception("unhandled error")
+        return render(500, f"internal error: {err.__class__.__name__}")

@@ -1,0 +1,66 @@
+"""Who may call, and what a payload may contain.
+
+Payload strings are identifiers only: checked for length and charset, used
+as keys and labels, never as addresses, paths or commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+from typing import Any
+
+from flask import Request
+
+from .errors import ApiError
+
+# Kubernetes names: namespace is a DNS label, object names DNS subdomains.
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Flagger checksums and Argo revisions / pod-template hashes.
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ANALYSIS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RUN_ID_RE = re.compile(r"^run-[0-9a-f]{16}$")
+PHASE_RE = re.compile(r"^[A-Za-z]{1,32}$")
+
+
+def check_token(request: Request, token: str | None) -> None:
+    """401 unless the request carries the token (Bearer, or basic-auth password)."""
+    if token is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    given = None
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            given = None
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'"
+                            " or put the token as password in the webhook URL", "Authorization")
+
+
+def check_namespace(namespace: str, allowed: list[str]) -> None:
+    """403 when an allow-list is configured and `namespace` is not on it."""
+    if allowed and namespace not in allowed:
+        raise ApiError(403, f"namespace {namespace!r} is not allowed", "namespace")
+
+
+def identifier(data: dict[str, Any], key: str, pattern: re.Pattern, what: str,
+               required: bool = True, where: str = "") -> str | None:
+    """data[key] as a validated identifier; 400 naming the field when missing or malformed."""
+    field = f"{where}{key}"
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"missing field {field!r}", field)
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"field {field!r} must be a string", field)
+    if not pattern.match(value):
+        raise ApiError(400, f"field {field!r} is not a valid {what}", field)
+    return value
