@@ -40,7 +40,7 @@ demo: venv
 	$(PY) -m demo
 
 bench: venv system-deps
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .cache
