@@ -56,6 +56,19 @@ DEFAULT_THRESHOLDS = dict(DRIFT_DEFAULT_THRESHOLDS, chisquare=0.05, z=0.05)
 P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
 
 
+
+def _as_columns(reference, current) -> tuple[np.ndarray, np.ndarray]:
+    """Both data sets as float64 (rows, columns), with the same columns."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.ndim == 1:
+        ref = ref.reshape(-1, 1)
+    if cur.ndim == 1:
+        cur = cur.reshape(-1, 1)
+    if ref.shape[1] != cur.shape[1]:
+        raise ValueError(f"reference has {ref.shape[1]} columns, current has {cur.shape[1]}")
+    return ref, cur
+
 def _clean(x) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     return a[np.isfinite(a)]
@@ -262,14 +275,7 @@ def column_drift(reference: np.ndarray, current: np.ndarray, method: str = "auto
     exact because the p-value falls monotonically with D at fixed sizes;
     the other columns get ks_p = NaN.
     """
-    ref = np.asarray(reference, dtype=np.float64)
-    cur = np.asarray(current, dtype=np.float64)
-    if ref.ndim == 1:
-        ref = ref.reshape(-1, 1)
-    if cur.ndim == 1:
-        cur = cur.reshape(-1, 1)
-    if ref.shape[1] != cur.shape[1]:
-        raise ValueError(f"reference has {ref.shape[1]} columns, current has {cur.shape[1]}")
+    ref, cur = _as_columns(reference, current)
     finite = bool(np.isfinite(ref).all() and np.isfinite(cur).all())
     lazy = finite and not all_p and ref.shape[0] > 0 and cur.shape[0] > 0
     if finite and ref.shape[0] and cur.shape[0]:
@@ -370,14 +376,7 @@ def drift_report_html(reference: np.ndarray, current: np.ndarray, path, columns:
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    ref = np.asarray(reference, dtype=np.float64)
-    cur = np.asarray(current, dtype=np.float64)
-    if ref.ndim == 1:
-        ref = ref.reshape(-1, 1)
-    if cur.ndim == 1:
-        cur = cur.reshape(-1, 1)
-    if ref.shape[1] != cur.shape[1]:
-        raise ValueError(f"reference has {ref.shape[1]} columns, current has {cur.shape[1]}")
+    ref, cur = _as_columns(reference, current)
     names = columns or [f"x{j}" for j in range(ref.shape[1])]
     preset = DataDriftPreset(method=method) if method else DataDriftPreset()
     snapshot = Report([preset]).run(pd.DataFrame(cur, columns=names), pd.DataFrame(ref, columns=names))

@@ -364,3 +364,7 @@ def _main(args) -> int:
 
 
 __all__ = ["main", "build_parser", "preflight"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

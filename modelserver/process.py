@@ -29,6 +29,18 @@ _READY_RE = re.compile(r"^modelserver ready grpc=(\S+):(\d+) rest=(\S+):(\d+)\s*
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM `proc`, then SIGKILL after timeout_s seconds; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
 class ModelServerError(RuntimeError):
     """The server process did not start (message holds the end of its log)."""
 
@@ -96,14 +108,7 @@ class ModelServerProcess:
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after timeout_s seconds; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s)
 
     def __enter__(self) -> "ModelServerProcess":
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from modelserver.process import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,14 +33,7 @@ class ServiceProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM (gunicorn stops gracefully), SIGKILL after timeout_s seconds."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s)
 
     def __enter__(self) -> "ServiceProcess":
         return self
