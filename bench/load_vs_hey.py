@@ -16,7 +16,12 @@ hey is closed-loop: each of its workers waits for an answer before it
 sends again, so during a stall it simply stops sending, and the requests
 it never sent are missing from its percentiles (coordinated omission).
 
+It also writes one figure (--plot, PNG) for the stall case: our corrected
+and service-time percentile curves, the percentiles hey printed, and the
+true p99 as a horizontal line.
+
     python bench/load_vs_hey.py [--rps 100] [--duration 30] [--hey-workers 2]
+        [--plot docs/img/load_vs_hey.png]
 
 Needs the Debian package `hey` (/usr/bin/hey).
 """
@@ -95,9 +100,12 @@ def run_hey(url: str, body: Path, rps: float, duration_s: float, workers: int) -
     p99 = re.search(r"99%+ in ([\d.]+) secs", out)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"\[200\]\s+(\d+) responses", out)
+    # hey's "Latency distribution" lines: "  10% in 0.0012 secs" (some builds print "%%").
+    dist = {float(pct) / 100: float(secs)
+            for pct, secs in re.findall(r"^\s*(\d+(?:\.\d+)?)%+ in ([\d.]+) secs", out, re.M)}
     return {"p99_s": float(p99.group(1)) if p99 else float("nan"),
             "rps": float(rate.group(1)) if rate else float("nan"),
-            "ok": int(total.group(1)) if total else 0, "raw": out}
+            "ok": int(total.group(1)) if total else 0, "percentiles": dist, "raw": out}
 
 
 def run_ours(target: Target, rows: np.ndarray, rps: float, duration_s: float):
@@ -112,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds per run")
     p.add_argument("--hey-workers", default="2,10",
                    help="hey -c values to try (Flagger's example uses -c 2)")
+    p.add_argument("--plot", default=str(REPO / "docs" / "img" / "load_vs_hey.png"),
+                   help="PNG comparing the stall case's percentiles ('' for none)")
     args = p.parse_args(argv)
     if shutil.which("hey") is None:
         print("hey is not installed (Debian package `hey`)", file=sys.stderr)
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = data["inputs"][:16].astype(np.float32)
     hey_workers = [int(c) for c in args.hey_workers.split(",")]
     lines = []
+    stall_stats = None
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body.json"
         body.write_bytes(build_payloads(Target("h:1", "digits", "rest"), rows[:1], "x")[0])
@@ -149,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"   (service p99 {ours.service.quantile(0.99) * 1e3:.1f} ms,"
                       f" achieved {ours.achieved_rps:.1f} rps, late {ours.late}, errors {ours.errors})",
                       flush=True)
+                if stall:
+                    stall_stats = ours
                 row = {"case": name, "true": truth, "ours": ours.corrected.quantile(0.99),
                        "ours_service": ours.service.quantile(0.99), "hey": {}}
                 for c in hey_workers:
@@ -169,7 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     for r in lines:
         cells = "".join(f"{r['hey'][c]['p99_s'] * 1e3:>12.1f}" for c in hey_workers)
         print(f"  {r['case']:<26}{r['true'] * 1e3:>8.1f}{r['ours'] * 1e3:>8.1f}{r['ours_service'] * 1e3:>10.1f}{cells}")
+    if args.plot and stall_stats is not None:
+        plot_stall(Path(args.plot), lines[-1], stall_stats, args.rps, args.duration)
     return 0
+
+
+def plot_stall(path: Path, row: dict, ours, rps: float, duration_s: float) -> None:
+    """One PNG: our curves for the stall case, hey's printed percentiles, the true p99 (seconds in)."""
+    from loadtest.plot import plot_latency
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hey = {f"hey -c {c} (closed loop)": h["percentiles"] for c, h in row["hey"].items()}
+    title = (f"{row['case']}, {rps:g} rps for {duration_s:g} s: "
+             f"shadowgate (open loop) beside hey (closed loop)")
+    plot_latency({"shadowgate": ours}, path, title=title, points=hey,
+                 reference={"true p99 (timetable + drain)": row["true"]})
+    print(f"\nplot written to {path}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
         [--data FILE.npz | --input-shape 64 --input-dtype float32]
         [--shadow HOST:PORT --golden FILE.npz [--shadow-label stable]]
         [--output text|json] [--no-progress] [--max-error-ratio R]
+        [--plot FILE.png]
 
 Exit codes: 0 run done, 1 the error ratio exceeded --max-error-ratio,
 2 bad options or an unreachable / wrong target (one clear line on stderr).
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     p.add_argument("--max-error-ratio", type=float, default=None,
                    help="exit 1 when errors / requests exceed this ratio (0..1)")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also write a PNG of latency by percentile (corrected and service time)")
     return p
 
 
@@ -272,6 +275,35 @@ async def _run(args, spec: LoadSpec, progress: Progress):
     return stats, probes
 
 
+def _check_plot_path(path: str) -> None:
+    """Refuse a --plot path that cannot be written before the run, not after it."""
+    f = Path(path)
+    if f.suffix.lower() != ".png":
+        raise UsageError(f"--plot: expected a .png file name, got {path!r}")
+    if f.is_dir():
+        raise UsageError(f"--plot: {path!r} is a directory")
+    parent = f.parent if str(f.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--plot: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK) or (f.exists() and not os.access(f, os.W_OK)):
+        raise UsageError(f"--plot: cannot write {path!r} (permission denied)")
+
+
+def _write_plot(path: str, stats, target: Target, schedule: Schedule) -> None:
+    from loadtest.plot import plot_latency
+
+    name = target.label or (f"version {target.version}" if target.version is not None else target.model)
+    title = (f"Latency by percentile: {target.describe()}\n{schedule.describe()}: "
+             f"{stats.ok} OK of {stats.intended} intended, {stats.errors} errors, {stats.late} late")
+    if stats.corrected.count == 0:
+        raise UsageError(f"--plot: no successful requests, nothing to plot ({path!r} not written)")
+    try:
+        plot_latency({name: stats}, path, title=title)
+    except OSError as exc:
+        raise UsageError(f"--plot: cannot write {path!r}: {exc.strerror or exc}") from None
+    print(f"{PROG}: latency plot written to {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `shadowgate loadtest`; returns the exit code."""
     parser = build_parser()
@@ -329,6 +361,8 @@ def _main(args) -> int:
         raise UsageError(str(exc)) from None
     if args.shadow and not args.golden:
         raise UsageError("--golden: shadow probes need a golden set (.npz with inputs and labels)")
+    if args.plot is not None:
+        _check_plot_path(args.plot)
 
     name, rows = _inputs(args, target, timeout)
     try:
@@ -356,6 +390,8 @@ def _main(args) -> int:
     else:
         print(format_summary(stats, target=target.describe(), schedule=schedule.describe(),
                              warmup_s=warmup, probes=probes), end="")
+    if args.plot is not None:
+        _write_plot(args.plot, stats, target, schedule)
     if args.max_error_ratio is not None and stats.error_ratio > args.max_error_ratio:
         print(f"{PROG}: error ratio {stats.error_ratio * 100:.2f} % is above "
               f"--max-error-ratio {args.max_error_ratio * 100:.2f} %", file=sys.stderr)
