@@ -24,7 +24,8 @@ from flask import Blueprint, g, jsonify, request
 
 from .app import service
 from .errors import ApiError
-from .security import ANALYSIS_RE, NAME_RE, NAMESPACE_RE, REVISION_RE, check_namespace, check_token, identifier
+from .security import (ANALYSIS_RE, NAME_RE, NAMESPACE_RE, REVISION_RE, check_namespace, check_token, identifier,
+                       json_object)
 from .sessions import nodata_verdict
 from .verdicts import argo_body
 
@@ -41,13 +42,7 @@ def _params() -> dict[str, Any]:
     if request.method == "POST":
         raw = request.get_data(cache=True)
         if raw.strip():
-            try:
-                body = request.get_json(force=True, silent=False)
-            except Exception:
-                raise ApiError(400, "body is not valid JSON", "body") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, "body must be a JSON object", "body")
-            params.update(body)
+            params.update(json_object(request))
     params.update(request.args.to_dict())  # the query wins over the body
     return params
 

@@ -32,7 +32,7 @@ from flask import Blueprint, g, jsonify, request
 from .app import Service, service
 from .errors import ApiError
 from .security import (ANALYSIS_RE, NAME_RE, NAMESPACE_RE, PHASE_RE, REVISION_RE, check_namespace, check_token,
-                       identifier)
+                       identifier, json_object)
 from .sessions import Session, is_failing, nodata_verdict
 from .store import FINAL_STATUSES, RunRecord
 from .verdicts import one_line, summary
@@ -67,12 +67,7 @@ def _parse(hook: str) -> Call:
     raw = request.get_data(cache=True)  # 413 beyond MAX_CONTENT_LENGTH
     if not raw:
         raise ApiError(400, "empty body: expected Flagger's JSON payload", "body")
-    try:
-        data = request.get_json(force=True, silent=False)
-    except Exception:
-        raise ApiError(400, "body is not valid JSON", "body") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object", "body")
+    data = json_object(request)
     name = identifier(data, "name", NAME_RE, "Kubernetes object name")
     namespace = identifier(data, "namespace", NAMESPACE_RE, "Kubernetes namespace")
     checksum = identifier(data, "checksum", REVISION_RE, "checksum (letters, digits, '.', '_', '-')")

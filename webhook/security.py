@@ -50,6 +50,17 @@ def check_namespace(namespace: str, allowed: list[str]) -> None:
         raise ApiError(403, f"namespace {namespace!r} is not allowed", "namespace")
 
 
+def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 naming the body."""
+    try:
+        data = request.get_json(force=True, silent=False)
+    except Exception:
+        raise ApiError(400, "body is not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object", "body")
+    return data
+
+
 def identifier(data: dict[str, Any], key: str, pattern: re.Pattern, what: str,
                required: bool = True, where: str = "") -> str | None:
     """data[key] as a validated identifier; 400 naming the field when missing or malformed."""
