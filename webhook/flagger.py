@@ -150,6 +150,11 @@ def _stored_verdict(run: RunRecord) -> Any:
     return nodata_verdict("the run ended without data")
 
 
+def _verdict_reply(call: Call, run: RunRecord, v: Any, reason: str | None = None, **extra: Any):
+    """A verdict as Flagger reads it: 412 when it fails, else 200; the reason defaults to the verdict's."""
+    return _reply(call, run, 412 if is_failing(v) else 200, v.reason if reason is None else reason, v, **extra)
+
+
 def _deadline(call: Call) -> float:
     return call.svc.settings.server.hook_deadline_s
 
@@ -175,8 +180,7 @@ def pre_rollout(call: Call):
     run = _open(call, restart_final=True)
     s = _live(call, run)
     if s is None:
-        v = _stored_verdict(run)
-        return _reply(call, run, 412 if is_failing(v) else 200, v.reason, v)
+        return _verdict_reply(call, run, _stored_verdict(run))
     try:
         seq, v = call.svc.sessions.call(s.golden(), _deadline(call))
     except concurrent.futures.TimeoutError:
@@ -189,27 +193,24 @@ def pre_rollout(call: Call):
     if seq:
         # pre-rollout counted this window already; rollout must not count it again.
         s.mark_seen("rollout", seq)
-    status = 412 if is_failing(v) else 200
-    return _reply(call, run, status, f"golden set: {v.reason}", v, windows=[seq] if seq else [])
+    return _verdict_reply(call, run, v, f"golden set: {v.reason}", windows=[seq] if seq else [])
 
 
 def rollout(call: Call):
     run = _open(call)
     s = _live(call, run)
     if s is None:
-        v = _stored_verdict(run)
-        return _reply(call, run, 412 if is_failing(v) else 200, v.reason, v)
+        return _verdict_reply(call, run, _stored_verdict(run))
     answer = s.since("rollout")
     v = answer.verdict
-    return _reply(call, run, 412 if is_failing(v) else 200, v.reason, v, windows=answer.windows)
+    return _verdict_reply(call, run, v, windows=answer.windows)
 
 
 def confirm_traffic_increase(call: Call):
     run = _open(call)
     s = _live(call, run)
     if s is None:
-        v = _stored_verdict(run)
-        return _reply(call, run, 412 if is_failing(v) else 200, v.reason, v)
+        return _verdict_reply(call, run, _stored_verdict(run))
     latest = s.latest()
     if latest is None:
         return _reply(call, run, 200, "no window closed yet: nothing against the increase")
