@@ -49,17 +49,9 @@ def _params() -> dict[str, Any]:
 
 def _rate(params: dict[str, Any], cap: float) -> float | None:
     """`rate` (requests/s of load for this step), capped by the analysis' load.max_rate."""
-    text = params.get("rate")
-    if text is None or text == "":
-        return None
-    try:
-        rate = float(text)
-    except (TypeError, ValueError):
-        raise ApiError(400, f"field 'rate' must be a number of requests per second, got {str(text)[:32]!r}",
-                       "rate") from None
-    if not math.isfinite(rate) or rate < 0:
-        raise ApiError(400, "field 'rate' must be >= 0 requests per second", "rate")
-    return min(rate, cap)
+    from .security import rate  # one parser for every caller: a huge JSON integer is a 400, not a crash
+
+    return rate(params.get("rate"), "rate", cap, blank_is_none=True)
 
 
 @bp.route("/argo/v1/analyses/<analysis>", methods=["GET", "POST"])
