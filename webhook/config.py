@@ -194,9 +194,32 @@ class AuthConfig(_Strict):
 
 
 class ServerConfig(_Strict):
+    """The service process: its HTTP front (webhook/front.py), store and retention. Units: seconds, bytes."""
+
     bind: str = "127.0.0.1:8080"
-    threads: int = Field(default=16, ge=1, le=512)
-    timeout_s: float = Field(default=30.0, gt=0, description="gunicorn worker timeout")
+    threads: int = Field(default=16, ge=1, le=512, description="app threads for hooks and the API; "
+                         "slow clients never hold one (the front reads whole requests first)")
+    timeout_s: float = Field(default=30.0, gt=0, description="on SIGTERM, requests in flight get this long to finish")
+    read_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                  description="a request's head and body must arrive within this of its first "
+                                              "byte, else 408 and the connection closes")
+    keepalive_s: float = Field(default=75.0, gt=0, le=3600,
+                               description="an idle kept-alive connection is closed after this")
+    max_connections: int = Field(default=1000, ge=8, le=100_000,
+                                 description="open connections; beyond, the one waiting longest for its "
+                                             "request is closed")
+    max_queue: int = Field(default=64, ge=0, le=100_000,
+                           description="requests waiting for a free thread; beyond, 503 at once")
+    queue_timeout_s: float = Field(default=1.0, gt=0, le=10,
+                                   description="a request that waited this long (from its first byte) for a "
+                                               "thread gets 503")
+    retention_days: float | None = Field(default=30.0, gt=0,
+                                         description="finished runs not updated for this long are deleted "
+                                                     "with their windows and timeline; null keeps them")
+    compact_after_days: float = Field(default=7.0, ge=0,
+                                      description="raw window data (samples) of runs finished this long ago is "
+                                                  "dropped; verdicts, checks and timeline stay")
+    prune_interval_s: float = Field(default=3600.0, gt=0, description="how often retention runs")
     store: str = Field(default="shadowgate.db", description="SQLite file; relative to the config file")
     interval_s: float = Field(default=30.0, gt=0, description="window length")
     idle_timeout_s: float | None = Field(default=None, gt=0,

@@ -25,11 +25,16 @@ class ApiError(Exception):
         self.field = field
 
 
-def render(status: int, message: str, field: str | None = None):
-    body = {"error": " ".join(message.split()), "status": status}
+def error_body(status: int, message: str, field: str | None = None) -> dict:
+    """The error shape as a dict: also used by the HTTP front (webhook.front) for what it refuses itself."""
+    body: dict = {"error": " ".join(str(message).split()), "status": status}
     if field is not None:
         body["field"] = field
-    resp = jsonify(body)
+    return body
+
+
+def render(status: int, message: str, field: str | None = None):
+    resp = jsonify(error_body(status, message, field))
     resp.status_code = status
     return resp
 

@@ -1,15 +1,20 @@
 """`shadowgate serve --config analyses.yaml`: the webhook service, one command.
 
-Runs gunicorn in-process (gunicorn.app.base.BaseApplication) with ONE worker
-process and `server.threads` threads (gthread). One worker because the gate
-state of a run (its windows, verdicts and the background load) lives in the
-process that runs its session: with several workers each would hold part of
-a run and give its own answers, as Flagger's load tester does with several
-replicas. Threads keep hooks answering while others wait on a live check.
-The store (SQLite) makes a restart lose nothing: a run found there with no
-live session resumes on its next hook call.
+ONE process: the gate state of a run (its windows, verdicts and the
+background load) lives in the process that runs its session; with several
+worker processes each would hold part of a run and give its own answers, as
+Flagger's load tester does with several replicas. The store (SQLite) makes a
+restart lose nothing: a run found there with no live session resumes on its
+next hook call.
 
-`--dev` uses Flask's own server instead (no gunicorn; for local trials).
+The HTTP front (webhook/front.py) reads whole requests on an asyncio loop
+and only then hands them to `server.threads` app threads, so clients that
+never finish their headers or body cannot starve the hooks (they did with
+gunicorn's gthread workers: 16 slow connections stopped every answer).
+SIGTERM or SIGINT stops it gracefully: requests in flight finish, then the
+sessions stop (their runs resume after the restart).
+
+`--dev` uses Flask's own server instead (for local trials only).
 Exit codes: 0 clean stop, 2 bad configuration or arguments.
 """
 
@@ -30,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", required=True, help="path to analyses.yaml")
     ap.add_argument("--bind", help="host:port to listen on (default: server.bind in the config)")
     ap.add_argument("--threads", type=int, help="request threads (default: server.threads)")
-    ap.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+    ap.add_argument("--dev", action="store_true", help="Flask's development server instead of the front")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return ap
 
@@ -46,45 +51,28 @@ def _build(settings: Settings):
     return create_app(settings)
 
 
-def _gunicorn(settings: Settings, bind: str, threads: int, level: str) -> int:
-    from gunicorn.app.base import BaseApplication
+def limits(settings: Settings, threads: int):
+    """The front's limits from `server:` in analyses.yaml."""
+    from .front import FrontLimits
 
-    holder: dict = {}
+    srv = settings.server
+    return FrontLimits(threads=threads, read_timeout_s=srv.read_timeout_s, keepalive_s=srv.keepalive_s,
+                       max_connections=srv.max_connections, max_queue=srv.max_queue,
+                       queue_timeout_s=srv.queue_timeout_s, max_body_bytes=srv.max_body_bytes,
+                       graceful_timeout_s=srv.timeout_s)
 
-    def worker_exit(server, worker) -> None:
-        app = holder.get("app")
-        if app is not None:
-            # Stops load and closes each run's open window; runs stay
-            # "running" in the store and resume after the restart.
-            app.extensions["shadowgate"].close()
 
-    class Application(BaseApplication):
-        def load_config(self) -> None:
-            options = {
-                "bind": bind,
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": threads,
-                "timeout": int(max(settings.server.timeout_s, 10)),
-                "graceful_timeout": 15,
-                # Controllers call every interval (10 s and more) on kept-alive
-                # connections; closing them sooner makes a caller race the close.
-                "keepalive": 75,
-                "loglevel": level,
-                "errorlog": "-",
-                "proc_name": "shadowgate",
-                "worker_exit": worker_exit,
-            }
-            for k, v in options.items():
-                self.cfg.set(k, v)
+def _front(settings: Settings, bind: str, threads: int) -> int:
+    from .front import Front
 
-        def load(self):
-            # Called in the worker, after the fork: threads and the database
-            # connection belong to the process that uses them.
-            holder["app"] = _build(settings)
-            return holder["app"]
-
-    Application().run()
+    app = _build(settings)
+    svc = app.extensions["shadowgate"]
+    try:
+        Front(app, limits(settings, threads), registry=svc.metrics.registry).run(bind)
+    finally:
+        # Stops load and closes each run's open window; runs stay
+        # "running" in the store and resume after the restart.
+        svc.close()
     return 0
 
 
@@ -106,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             app.extensions["shadowgate"].close()
         return 0
-    return _gunicorn(settings, bind, threads, args.log_level)
+    try:
+        return _front(settings, bind, threads)
+    except OSError as exc:  # e.g. the port is taken
+        print(f"shadowgate serve: cannot listen on {bind}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
