@@ -9,8 +9,10 @@ need it, their own measurement factory.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app, g, request
 from prometheus_client import CollectorRegistry
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from . import errors
 from .config import Settings
 from .metrics import Metrics
+from .retention import Pruner
 from .sessions import MeasurementFactory, SessionManager
 from .store import SQLiteStore, Store
 
@@ -30,8 +33,11 @@ class Service:
     store: Store
     metrics: Metrics
     sessions: SessionManager
+    pruner: Any = None  # retention.Pruner: prunes and compacts the store in the background
 
     def close(self) -> None:
+        if self.pruner is not None:
+            self.pruner.stop()
         self.sessions.shutdown()
         self.store.close()
 
@@ -39,6 +45,20 @@ class Service:
 def service() -> Service:
     """The Service of the current app."""
     return current_app.extensions["shadowgate"]
+
+
+def arrived() -> float:
+    """When the current request began to arrive (time.perf_counter(), seconds).
+
+    The HTTP front (webhook/front.py) records the first byte; with another
+    server (Flask's dev server, the test client) it is when the app got it.
+    """
+    return g.get("started") or time.perf_counter()
+
+
+def time_left(budget_s: float) -> float:
+    """Seconds left of a `budget_s` deadline that counts from the request's arrival (>= 0)."""
+    return max(0.0, budget_s - (time.perf_counter() - arrived()))
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None, store: Store | None = None,
@@ -55,6 +75,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     svc = Service(settings=settings, store=store, metrics=metrics,
                   sessions=SessionManager(settings, store, metrics, measurement_factory))
     app.extensions["shadowgate"] = svc
+    srv = settings.server
+    svc.pruner = Pruner(store, metrics.registry, retention_days=srv.retention_days,
+                        compact_after_days=srv.compact_after_days, interval_s=srv.prune_interval_s)
+    svc.pruner.start()
 
     errors.register(app)
     app.register_blueprint(flagger.bp)
@@ -63,7 +87,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
 
     @app.before_request
     def _start_timer() -> None:
-        g.started = time.perf_counter()
+        # From the first byte when the front says so: queueing counts against deadlines.
+        g.started = request.environ.get("shadowgate.arrived") or time.perf_counter()
 
     @app.after_request
     def _observe(resp):
@@ -71,6 +96,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
         if caller in ("flagger", "argo") and "started" in g:
             hook = g.get("hook_label", "unknown")
             metrics.observe_call(caller, hook, resp.status_code, time.perf_counter() - g.started)
+        if request.method == "OPTIONS" and not resp.get_data():
+            # Werkzeug's automatic OPTIONS answer is empty: every answer is JSON.
+            resp.set_data(json.dumps({"allow": sorted(resp.allow)}))
+            resp.mimetype = "application/json"
         return resp
 
     return app

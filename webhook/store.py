@@ -285,3 +285,84 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- retention (webhook/retention.py calls these from its background thread)
+
+    def prune(self, before: float, batch: int = 200) -> dict[str, int]:
+        """Delete runs finished before `before` (unix s), and runs untouched since then.
+
+        A finished run (succeeded/failed) whose last update is older than
+        `before` goes with its windows, checks and timeline. A run still
+        marked running or idle but not updated since `before` was abandoned
+        (a live session stores a window every interval). Works in batches of
+        `batch` runs so hooks never wait long for the store's lock.
+        Returns the rows deleted per table.
+        """
+        deleted = {"runs": 0, "windows": 0, "checks": 0, "timeline": 0}
+        while True:
+            with self._lock:
+                ids = [r["id"] for r in self._db.execute(
+                    "SELECT id FROM runs WHERE updated_at < ? ORDER BY updated_at LIMIT ?",
+                    (before, int(batch))).fetchall()]
+                if not ids:
+                    return deleted
+                marks = ",".join("?" * len(ids))
+                self._db.execute("BEGIN")
+                try:
+                    for table in ("timeline", "checks", "windows"):
+                        cur = self._db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+                        deleted[table] += max(cur.rowcount, 0)
+                    cur = self._db.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
+                    deleted["runs"] += max(cur.rowcount, 0)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            if len(ids) < batch:
+                return deleted
+
+    def compact(self, before: float, batch: int = 500) -> int:
+        """Drop the raw data (samples, probe pairs) of windows of runs finished before `before` (unix s).
+
+        The windows keep their verdicts and the checks table its numbers, so
+        a finished run still reads the same in the runs API; only
+        recomputing its verdicts from raw samples is no longer possible.
+        Returns the number of windows compacted.
+        """
+        final = ",".join("?" * len(FINAL_STATUSES))
+        total = 0
+        while True:
+            with self._lock:
+                cur = self._db.execute(
+                    "UPDATE windows SET data = NULL WHERE rowid IN ("
+                    " SELECT w.rowid FROM windows w JOIN runs r ON r.id = w.run_id"
+                    f" WHERE r.status IN ({final}) AND r.updated_at < ? AND w.data IS NOT NULL LIMIT ?)",
+                    (*FINAL_STATUSES, before, int(batch)))
+                n = max(cur.rowcount, 0)
+            total += n
+            if n < batch:
+                return total
+
+    def stats(self) -> dict[str, Any]:
+        """Size and row counts: {"bytes": database + WAL file (bytes), "free_bytes": pages SQLite will reuse,
+        "raw_bytes": raw window data, "rows": {table: count}}."""
+        import os
+
+        with self._lock:
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            rows = {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                    for t in ("runs", "windows", "checks", "timeline")}
+            raw = self._db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM windows").fetchone()[0]
+        size = pages * page_size
+        if self.path != ":memory:":
+            try:
+                size = os.path.getsize(self.path)
+            except OSError:
+                pass
+            try:
+                size += os.path.getsize(self.path + "-wal")
+            except OSError:
+                pass
+        return {"bytes": int(size), "free_bytes": int(free * page_size), "raw_bytes": int(raw), "rows": rows}
