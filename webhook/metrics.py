@@ -75,6 +75,22 @@ class Metrics:
         self.webhook = Histogram("shadowgate_webhook_duration_seconds", "Webhook answer time (seconds)",
                                  ["caller", "hook", "status"], buckets=_WEBHOOK_BUCKETS, registry=r)
         self.sessions = Gauge("shadowgate_sessions_active", "Runs with load and probes running", registry=r)
+        # The process itself (process_cpu_seconds_total, process_resident_memory_bytes,
+        # process_open_fds, ...; python_info) and which build answers.
+        import platform
+        from importlib import metadata
+
+        from prometheus_client import PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        try:
+            build_version = metadata.version("shadowgate")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            build_version = "unknown"
+        self.build_info = Gauge("shadowgate_build_info", "Always 1; labels name the running build",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(build_version, platform.python_version()).set(1)
 
     def observe_call(self, caller: str, hook: str, status: int, seconds: float) -> None:
         """One webhook answer: `seconds` from request to response."""
