@@ -19,7 +19,12 @@ import grpc
 import numpy as np
 import requests
 from google.protobuf import wrappers_pb2
-from tensorflow_serving.apis import (
+
+from . import tfprotos
+
+tfprotos.install()  # the runtime has TensorFlow's protos without TensorFlow (see tfprotos)
+
+from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
@@ -28,7 +33,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from .errors import ServingError, http_to_code
+from .errors import ServingError, http_to_code  # noqa: E402
 from .tensors import dtype_name, to_ndarray, to_tensor_proto
 
 DEFAULT_TIMEOUT_S = 5.0

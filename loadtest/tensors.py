@@ -8,7 +8,12 @@ byte copy, which is also what TF Serving itself sends back.
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from . import tfprotos
+
+tfprotos.install()  # the runtime has TensorFlow's protos without TensorFlow (see tfprotos)
+
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 
 _NP_TO_DT: dict[np.dtype, int] = {
     np.dtype(np.float32): types_pb2.DT_FLOAT,
@@ -49,8 +54,15 @@ _VAL_FIELD: dict[int, str] = {
 
 
 def dtype_name(dt: int) -> str:
-    """`DT_FLOAT` for 1, and so on; the names TF Serving's metadata uses."""
-    return types_pb2.DataType.Name(dt)
+    """`DT_FLOAT` for 1, and so on; the names TF Serving's metadata uses.
+
+    A type newer than the compiled protos (e.g. a float8 from a newer TF
+    Serving) is named by its number rather than raising.
+    """
+    try:
+        return types_pb2.DataType.Name(dt)
+    except ValueError:
+        return f"DT_{int(dt)}"
 
 
 def numpy_dtype(dt: int) -> np.dtype:
