@@ -61,6 +61,9 @@ MAX_REQUEST_LINE = 8190  # bytes, as gunicorn's limit_request_line
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers together
 READ_CHUNK = 64 * 1024
 
+# Why the front answered a request itself (shadowgate_http_refused_total{reason}).
+REFUSALS = ("queue_full", "queue_timeout", "read_timeout", "too_large", "bad_request", "evicted")
+
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
@@ -187,6 +190,8 @@ class _Metrics:
         self.refused = Counter("shadowgate_http_refused", "Requests or connections the front answered itself "
                                "(reason: queue_full, queue_timeout, read_timeout, too_large, bad_request, "
                                "evicted, ...)", ["reason"], registry=registry)
+        for reason in REFUSALS:
+            self.refused.labels(reason)
 
 
 class Front:
