@@ -1,7 +1,7 @@
 """Pure comparison and judgement: windows of numbers in, typed verdicts out.
 
     from analyses.config import JudgeConfig, load_judge_config
-    from analyses.judge import judge, judge_run
+    from analyses.gate import Gate
 
 No sockets, no clocks: latencies in seconds, rates as ratios in 0..1.
 Names are imported lazily so `analyses.window` stays cheap to import.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "CheckResult": "results", "Verdict": "results",
+    "CheckResult": "results", "Verdict": "results", "Gate": "gate", "RunState": "gate",
     "ConfigError": "config", "JudgeConfig": "config", "load_judge_config": "config",
 }
 

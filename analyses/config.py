@@ -1,17 +1,25 @@
-"""The judge's configuration: thresholds and methods, validated once.
+"""The gate's configuration: two thresholds per check, two error rates, validated once.
 
-Defaults come from the rollback triggers of a classic TF Serving canary
-plan: error rate > 1 %, P99 > 2x at the first step and > 1.5x later,
-accuracy drop > 2 points, CTR drop > 15 %, KS drift p < 0.05.
+Every critical check has a pair of thresholds on the canary's *harm*
+(how much worse it is than stable), as the seeds' monitoring table gives them:
 
-Every threshold is a *tolerance*: a check fails only when the canary is
-worse than the tolerance by its point estimate AND the difference is
-statistically significant at the judge's false-fail budget `alpha`
-(see `analyses.judge`). Units: ratios in 0..1 (or x-fold for ratios of
-latencies), milliseconds only where the field name says `_ms`.
+- `alert`: a difference a good canary may have. At or better than it, the
+  run fails with probability at most `alpha`.
+- `rollback`: a difference that must stop the canary. At or worse than
+  it, the run passes with probability at most `beta`.
+
+Between the two lies an indifference zone: either outcome is acceptable
+there, and the narrower it is the more data a decision takes (see
+analyses.gate for the sequential test and why the guarantees hold).
+
+Units: latency thresholds are canary/stable ratios of the quantile (x-fold);
+error rates and accuracy drops are absolute ratios in 0..1 (0.01 = 1 %,
+0.02 = 2 points); the CTR drop is relative (0.15 = canary CTR 15 % below
+stable's). Per-window stages tighten or loosen them as the rollout's weight
+grows.
 
 The webhook's YAML embeds this schema under each analysis' `checks:` key,
-so errors name the dotted path below it (`checks.latency.max_ratio`).
+so errors name the dotted path below it (`checks.latency.rollback`).
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ __all__ = [
     "CtrConfig",
     "DriftConfig",
     "ErrorRateConfig",
+    "GATED_CHECKS",
     "JudgeConfig",
     "LatencyConfig",
+    "Stage",
+    "Thresholds",
     "load_judge_config",
 ]
 
@@ -35,6 +46,9 @@ __all__ = [
 # (evidently/legacy/calculations/stattests/*.py): p-value tests drift when
 # p <= threshold, distance tests when the distance >= threshold.
 DRIFT_DEFAULT_THRESHOLDS = {"ks": 0.05, "psi": 0.1, "wasserstein": 0.1, "jensenshannon": 0.1}
+
+# The checks that can gate a run, in the order they are reported.
+GATED_CHECKS = ("accuracy", "latency", "errors", "errors_increase", "ctr")
 
 
 class ConfigError(ValueError):
@@ -45,122 +59,100 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class _Check(_Strict):
+class Thresholds(_Strict):
+    """An (alert, rollback) pair; rollback must be strictly beyond alert."""
+
+    alert: float
+    rollback: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Thresholds":
+        if not self.rollback > self.alert:
+            raise ValueError(f"rollback: must be beyond alert ({self.rollback:g} <= {self.alert:g})")
+        return self
+
+
+class _Gated(Thresholds):
     enabled: bool = True
     critical: bool = True
-    weight: float = Field(1.0, ge=0.0, description="share of the score, relative to the other checks")
+    alpha_weight: float = Field(1.0, gt=0.0, description="share of alpha, relative to the other gated checks")
 
 
-class AccuracyConfig(_Check):
-    """Top-1 accuracy on the golden set, paired (McNemar on discordant probes).
+class AccuracyConfig(_Gated):
+    """Top-1 accuracy drop on the golden set, canary vs stable, paired per golden row.
 
-    max_drop: allowed absolute drop of accuracy (0.02 = 2 points).
-    min_samples: fewer paired probes than this is "no data".
+    alert / rollback: absolute drop (0.02 = 2 points).
+    planning_discordance: share of golden rows the two versions answer
+        differently, assumed by `shadowgate plan` before any data (6 % is
+        typical of two versions of one model).
+    alpha_weight: accuracy gets twice the share of the others by default:
+        its evidence is bounded by the golden set, the load checks' is not.
     """
 
-    max_drop: float = Field(0.02, ge=0.0, lt=1.0)
-    min_samples: int = Field(50, ge=1)
+    alert: float = Field(0.02, ge=0.0, lt=1.0)
+    rollback: float = Field(0.05, gt=0.0, lt=1.0)
+    alpha_weight: float = Field(2.0, gt=0.0)
+    planning_discordance: float = Field(0.06, gt=0.0, lt=1.0)
 
 
-class LatencyConfig(_Check):
-    """Latency quantiles canary vs stable from the same window and load.
+class LatencyConfig(_Gated):
+    """Latency quantile canary/stable ratio (x-fold) of the same window's load.
 
-    quantile: the critical quantile (0.99 = P99); `quantiles` are also
-        compared (non-critical); the critical one is added if missing.
-    max_ratio: allowed canary/stable ratio of each quantile (x-fold).
-    first_look_max_ratio: allowed ratio at the first look of a run (the
-        first step is small and cold); None uses `max_ratio`.
-    max_ms: optional absolute ceiling for the critical quantile, in ms.
-    mann_whitney: also compare whole distributions with a Mann-Whitney
-        test, as Kayenta does (non-critical).
-    mann_whitney_tolerance: allowed relative shift of typical latency
-        (Hodges-Lehmann shift of log latency; 0.25 = 25 % slower).
-    mann_whitney_max_samples: per-version subsample for the rank test;
-        keeps the judge fast on 100k samples (2000 per arm already detects
-        a 5 % shift, far below the tolerance).
-    min_samples: fewer successful requests per version is "no data".
+    quantile: 0.99 = P99. Failed and timed-out requests count as latency
+        beyond the deadline, so errors cannot hide the tail.
+    min_samples: fewer requests per version in a window leave it out of the
+        latency evidence (P99 needs about 563 for any interval).
     """
 
-    quantile: float = Field(0.99, gt=0.0, lt=1.0)
-    quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.99])
-    max_ratio: float = 1.5
-    first_look_max_ratio: float | None = 2.0
-    max_ms: float | None = Field(None, gt=0.0)
-    mann_whitney: bool = True
-    mann_whitney_tolerance: float = Field(0.25, gt=0.0)
-    mann_whitney_max_samples: int = Field(2000, ge=50)
-    min_samples: int = Field(100, ge=1)
+    quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    alert: float = 1.5
+    rollback: float = 2.0
+    min_samples: int = Field(600, ge=50)
 
-    @field_validator("max_ratio", "first_look_max_ratio")
+    @field_validator("alert", "rollback")
     @classmethod
-    def _ratio_above_one(cls, v: float | None) -> float | None:
-        if v is not None and not v > 1.0:
-            raise ValueError("must be > 1")
+    def _ratio(cls, v: float) -> float:
+        if not v >= 1.0:
+            raise ValueError("must be >= 1 (a canary/stable ratio)")
         return v
 
-    @field_validator("quantiles")
-    @classmethod
-    def _quantiles_in_range(cls, v: list[float]) -> list[float]:
-        for q in v:
-            if not 0.0 < q < 1.0:
-                raise ValueError(f"each quantile must be in (0, 1), got {q}")
-        return sorted(set(v))
 
-    def all_quantiles(self) -> list[float]:
-        return sorted(set(self.quantiles) | {self.quantile})
+class ErrorRateConfig(_Gated):
+    """The canary's own error rate (absolute, 0..1) over load and probe requests."""
+
+    alert: float = Field(0.005, gt=0.0, lt=1.0)
+    rollback: float = Field(0.01, gt=0.0, lt=1.0)
 
 
-class ErrorRateConfig(_Check):
-    """Error rate of the canary's load requests.
+class ErrorIncreaseConfig(_Gated):
+    """The canary's error rate minus stable's (absolute points, 0..1)."""
 
-    max: allowed error rate (0.01 = 1 %), tested with an exact binomial test.
-    vs_stable: also compare to stable with a two-proportion (Fisher) test.
-    max_increase: allowed absolute increase over stable (0.005 = 0.5 point).
-    min_requests: fewer requests per version is "no data".
+    alert: float = Field(0.005, ge=0.0, lt=1.0)
+    rollback: float = Field(0.01, gt=0.0, lt=1.0)
+
+
+class CtrConfig(_Gated):
+    """Click-through rate drop of the canary relative to stable (0.15 = 15 % lower).
+
+    on_missing: no counts (Prometheus down or empty, fewer than
+        `min_impressions` per version): "skip" the window or "fail" the run.
     """
 
-    max: float = Field(0.01, gt=0.0, lt=1.0)
-    vs_stable: bool = True
-    max_increase: float = Field(0.005, ge=0.0, lt=1.0)
-    min_requests: int = Field(100, ge=1)
-
-
-class CtrConfig(_Check):
-    """Click-through rate, a business metric, from click and impression counts.
-
-    min_ratio: lowest allowed canary/stable CTR ratio (0.85 = 15 % drop).
-    on_missing: counts missing (Prometheus down or empty), invalid, or below
-        `min_impressions` per version: "skip" the check (no data, not in
-        the score, does not block the verdict) or "fail" it.
-    """
-
-    min_ratio: float = Field(0.85, gt=0.0, lt=1.0)
+    alert: float = Field(0.15, ge=0.0, lt=1.0)
+    rollback: float = Field(0.30, gt=0.0, lt=1.0)
     on_missing: Literal["skip", "fail"] = "skip"
     min_impressions: int = Field(1000, ge=1)
 
 
-class DriftConfig(_Check):
-    """Prediction drift (canary vs stable, same inputs) and input drift.
+class DriftConfig(_Strict):
+    """Prediction and input drift: reported every window, never gating.
 
-    predictions: compare class scores (KS), predicted classes
-        (chi-square + Jensen-Shannon) and the top-1 agreement rate.
-    min_score_ks: smallest KS distance on a class score that counts.
-    min_class_js: smallest Jensen-Shannon distance of predicted classes
-        that counts (evidently's default threshold, 0.1).
-    min_agreement: lowest allowed share of probes where both versions
-        predict the same class.
-    inputs: test probe inputs against the run's reference set.
-    input_method: evidently stat test name, or "auto" for evidently's own
-        choice (KS up to 1000 reference rows, Wasserstein above).
-    input_threshold: per-column threshold; None uses evidently's default
-        for the method (ks 0.05, psi 0.1, wasserstein 0.1, jensenshannon 0.1).
-        Ignored with "auto", which mixes methods with their own defaults.
-    drift_share: share of drifted columns that evidently calls dataset drift
-        (reported; the check fails on any significantly drifted column).
-    min_samples: fewer probes is "no data".
+    Both versions get the same golden inputs, so input drift of the probes
+    says nothing about the canary; prediction drift is reported beside
+    accuracy, which is what gates. Fields as evidently names them.
     """
 
-    critical: bool = False
+    enabled: bool = True
     predictions: bool = True
     min_score_ks: float = Field(0.1, gt=0.0, le=1.0)
     min_class_js: float = Field(0.1, gt=0.0, le=1.0)
@@ -177,34 +169,89 @@ class DriftConfig(_Check):
         return DRIFT_DEFAULT_THRESHOLDS[method]
 
 
-class JudgeConfig(_Strict):
-    """All checks and how their results combine into one verdict.
+class Stage(_Strict):
+    """Thresholds from window `from_window` on (the seeds tighten them as weight grows)."""
 
-    alpha: false-fail budget: the chance that identical versions fail a
-        step, and (separately) that they fail anywhere in a run judged
-        after every window. Split across checks with Holm's method, and
-        across looks of a run with an alpha-spending sequence.
-    pass_score / marginal_score: weighted share of passing checks needed
-        for "pass" / "marginal" (Kayenta-style score thresholds, 0..1).
-    on_no_data: outcome when there is too little data to judge:
-        "inconclusive" (Argo pauses, Flagger retries), "fail" or "pass".
+    from_window: int = Field(ge=1)
+    accuracy: Thresholds | None = None
+    latency: Thresholds | None = None
+    errors: Thresholds | None = None
+    errors_increase: Thresholds | None = None
+    ctr: Thresholds | None = None
+
+
+class JudgeConfig(_Strict):
+    """The gate: checks, their thresholds, and the two error rates.
+
+    alpha: P(the run fails) when every true difference is at or better than
+        `alert`, however often it is looked at. Split across the gated
+        checks in proportion to their `alpha_weight`.
+    beta: P(the run passes) when one critical check's true difference is at
+        or worse than `rollback`.
+    max_windows: the horizon; a run still undecided after it gets
+        `at_horizon` (None: no horizon, "continue" until the caller stops).
+    stable_max_error_ratio: a window in which stable fails more than this
+        share of requests is not counted (stable down: nothing to compare).
+    max_late_ratio: a window in which more than this share of load sends
+        left late (Shadowgate itself overloaded) has no latency or error
+        evidence for either version.
     """
 
     alpha: float = Field(0.01, gt=0.0, lt=0.5)
-    pass_score: float = Field(0.9, ge=0.0, le=1.0)
-    marginal_score: float = Field(0.75, ge=0.0, le=1.0)
-    on_no_data: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+    beta: float = Field(0.05, gt=0.0, lt=0.5)
+    max_windows: int | None = Field(None, ge=1)
+    at_horizon: Literal["inconclusive", "fail", "pass"] = "inconclusive"
+    stable_max_error_ratio: float = Field(0.2, gt=0.0, le=1.0)
+    max_late_ratio: float = Field(0.02, ge=0.0, le=1.0)
     accuracy: AccuracyConfig = Field(default_factory=AccuracyConfig)
-    latency: LatencyConfig = Field(default_factory=lambda: LatencyConfig())
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
     errors: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
+    errors_increase: ErrorIncreaseConfig = Field(default_factory=ErrorIncreaseConfig)
     ctr: CtrConfig = Field(default_factory=CtrConfig)
-    drift: DriftConfig = Field(default_factory=lambda: DriftConfig())
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    stages: list[Stage] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _scores_ordered(self) -> "JudgeConfig":
-        if self.marginal_score > self.pass_score:
-            raise ValueError("marginal_score: must be <= pass_score")
+    def _stages(self) -> "JudgeConfig":
+        last = 0
+        for i, st in enumerate(self.stages):
+            if st.from_window <= last:
+                raise ValueError(f"stages.{i}.from_window: must increase from stage to stage "
+                                 f"({st.from_window} after {last})")
+            if self.max_windows is not None and st.from_window > self.max_windows:
+                raise ValueError(f"stages.{i}.from_window: window {st.from_window} cannot occur "
+                                 f"(max_windows is {self.max_windows})")
+            last = st.from_window
+            for name in GATED_CHECKS:
+                t = getattr(st, name)
+                if t is None:
+                    continue
+                base = getattr(self, name)
+                probe = base.model_copy(update={"alert": t.alert, "rollback": t.rollback})
+                try:  # the check's own range rules apply to stage values too
+                    type(base).model_validate(probe.model_dump())
+                except ValidationError as err:
+                    raise ValueError(f"stages.{i}.{name}: {_format_error(err, '')}") from None
         return self
+
+    def gated(self) -> list[str]:
+        """Enabled gated checks, in report order."""
+        return [n for n in GATED_CHECKS if getattr(self, n).enabled]
+
+    def thresholds(self, name: str, window: int) -> tuple[float, float]:
+        """(alert, rollback) of check `name` for window number `window` (1-based)."""
+        cfg = getattr(self, name)
+        alert, rollback = cfg.alert, cfg.rollback
+        for st in self.stages:
+            if st.from_window <= window and getattr(st, name) is not None:
+                t = getattr(st, name)
+                alert, rollback = t.alert, t.rollback
+        return alert, rollback
+
+    def alpha_shares(self, active: list[str]) -> dict[str, float]:
+        """alpha of each active gated check: split by `alpha_weight`, summing to `alpha`."""
+        total = sum(getattr(self, n).alpha_weight for n in active)
+        return {n: self.alpha * getattr(self, n).alpha_weight / total for n in active} if total else {}
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:
@@ -217,8 +264,10 @@ def _format_error(err: ValidationError, prefix: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         # model-level validators report the field in the message itself
-        if not loc and ":" in msg:
-            loc, msg = (s.strip() for s in msg.split(":", 1))
+        if ":" in msg and (not loc or msg.split(":", 1)[0].strip().split(".")[0] in
+                           ("rollback", "stages", "alert")):
+            sub, msg = (s.strip() for s in msg.split(":", 1))
+            loc = ".".join(p for p in (loc, sub) if p)
         path = ".".join(p for p in (prefix, loc) if p)
         parts.append(f"{path}: {msg}")
     return "; ".join(parts)
@@ -228,7 +277,7 @@ def load_judge_config(data: dict[str, Any] | None, prefix: str = "checks") -> Ju
     """Validate a plain dict (from YAML) into a JudgeConfig.
 
     Raises ConfigError whose message names each bad field by its dotted
-    path under `prefix`, e.g. "checks.latency.max_ratio: must be > 1".
+    path under `prefix`, e.g. "checks.latency.rollback: must be beyond alert".
     """
     if data is None:
         data = {}

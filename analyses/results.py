@@ -1,7 +1,7 @@
-"""Typed results: one CheckResult per check, one Verdict per judgement.
+"""Typed results: one CheckResult per check, one Verdict per look at a run.
 
-Both serialise to JSON-safe dicts (no NaN or infinity: None instead) so
-the webhook can answer Argo's `web` provider and the store can keep them.
+Both serialise to JSON-safe dicts (no NaN or infinity: None instead) so the
+webhook can answer Argo's `web` provider and the store can keep them.
 Values are in code units: seconds for latency, ratios in 0..1 for rates.
 """
 
@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-CheckVerdict = Literal["pass", "fail", "nodata"]
-Outcome = Literal["pass", "marginal", "fail", "nodata"]
+CheckVerdict = Literal["pass", "fail", "continue", "nodata", "info"]
+Outcome = Literal["pass", "fail", "continue"]
 Phase = Literal["Successful", "Failed", "Inconclusive"]
 
 
@@ -22,9 +22,7 @@ def _clean(v: Any) -> Any:
         return v
     if hasattr(v, "item") and not isinstance(v, (list, tuple, dict)):
         v = v.item()
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int):
+    if isinstance(v, (bool, int)):
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else None
@@ -35,45 +33,57 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _num(v: Any) -> float | None:
-    return None if v is None else float(v)
-
-
 @dataclass
 class CheckResult:
-    """The result of one check.
+    """One check at one look.
 
-    stable, canary: the compared values in `unit` (seconds for latency,
-        0..1 for rates); difference = canary - stable, ratio = canary / stable.
-    test: the statistical test used; statistic: its value (z, chi-square,
-        KS distance...); p_value: one-sided for regressions, None if none.
-    ci: (lo, hi) confidence interval of the quantity the tolerance applies
-        to: the ratio (latency, CTR), the difference (accuracy, error rate
-        vs stable) or the canary's own rate (error rate, agreement); None
-        for drift distances. Two-sided at 1 - 2 * (budget / checks), so the
-        intervals of all checks hold together (Bonferroni).
-    alpha: significance level this check was held to (after the split of
-        the false-fail budget across checks and looks), or None.
-    verdict: "pass", "fail" or "nodata"; reason: one readable line.
+    verdict: "fail" (evidence reached the rollback boundary), "pass" (it
+        reached the alert boundary), "continue" (not enough evidence yet),
+        "nodata" (no window has measured it), "info" (reported, never gating).
+    stable, canary: the newest window's values in `unit` (seconds for
+        latency, 0..1 for rates); ratio = canary / stable.
+    estimate: the run's estimate of the canary's harm on the thresholds'
+        scale (x-fold for latency, points 0..1 for accuracy and errors,
+        relative drop for CTR); ci: its two-sided 1 - 2 alpha interval.
+    window_estimate: the newest window's estimate, on the same scale.
+    alert, rollback: the thresholds in force at this look.
+    llr: log-likelihood ratio of "at rollback" against "at alert" so far
+        (the pass side: passes at `pass_at` = log(beta));
+        fail_evidence: log of the mixture likelihood ratio of "at or beyond
+        rollback" against "at alert" (fails at `fail_at` = log(1/alpha)).
+    alpha, beta: the error rates this check is held to.
+    windows: windows that gave this check evidence; n_stable / n_canary:
+        requests, probes or impressions counted so far.
+    measured: this check has evidence (Argo reads the flag).
     """
 
     name: str
+    verdict: CheckVerdict = "nodata"
+    critical: bool = False
+    reason: str = ""
+    unit: str = ""
+    test: str = ""
     stable: float | None = None
     canary: float | None = None
     difference: float | None = None
     ratio: float | None = None
-    test: str = ""
-    statistic: float | None = None
-    p_value: float | None = None
+    estimate: float | None = None
     ci: tuple[float, float] | None = None
+    window_estimate: float | None = None
+    alert: float | None = None
+    rollback: float | None = None
+    llr: float = 0.0
+    fail_evidence: float = 0.0
+    fail_at: float | None = None
+    pass_at: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    windows: int = 0
     n_stable: int = 0
     n_canary: int = 0
-    verdict: CheckVerdict = "nodata"
-    critical: bool = False
-    weight: float = 1.0
-    reason: str = ""
-    unit: str = ""
-    alpha: float | None = None
+    measured: bool = False
+    decided_at: int | None = None
+    p_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -82,57 +92,49 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CheckResult":
-        ci = d.get("ci")
-        return cls(
-            name=str(d["name"]),
-            stable=_num(d.get("stable")),
-            canary=_num(d.get("canary")),
-            difference=_num(d.get("difference")),
-            ratio=_num(d.get("ratio")),
-            test=str(d.get("test", "")),
-            statistic=_num(d.get("statistic")),
-            p_value=_num(d.get("p_value")),
-            ci=(None if ci is None else (_num(ci[0]), _num(ci[1]))),
-            n_stable=int(d.get("n_stable", 0)),
-            n_canary=int(d.get("n_canary", 0)),
-            verdict=d.get("verdict", "nodata"),
-            critical=bool(d.get("critical", False)),
-            weight=float(d.get("weight", 1.0)),
-            reason=str(d.get("reason", "")),
-            unit=str(d.get("unit", "")),
-            alpha=_num(d.get("alpha")),
-        )
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        ci = kw.get("ci")
+        kw["ci"] = None if ci is None or None in ci else (float(ci[0]), float(ci[1]))
+        for k in ("llr", "fail_evidence"):
+            if kw.get(k) is None:
+                kw[k] = 0.0
+        return cls(**kw)
 
 
-_PHASE_OF: dict[str, Phase] = {"pass": "Successful", "marginal": "Inconclusive", "fail": "Failed"}
+_PHASE_OF: dict[str, Phase] = {"pass": "Successful", "fail": "Failed", "continue": "Inconclusive"}
 
 
 @dataclass
 class Verdict:
-    """The judgement of one window (scope "step") or a run so far ("run").
+    """The run's decision at one look (after window `look`).
 
-    outcome: "pass", "marginal", "fail" or "nodata"; passed: outcome is
-        pass (or nodata configured to pass); phase: Argo's wording.
-    score: weighted share of checks with data that pass, 0..1.
-    critical_failure: a critical check failed (fails whatever the score).
-    reason: one readable line: the failing checks' reasons, or a summary.
-    look: index of this look in the run (1 = first window), None for a step.
-    alpha: the false-fail budget the checks were held to at this look.
+    outcome: "fail" (stop now; final), "pass" (enough evidence the canary
+        is not as bad as `rollback` on every critical check), "continue".
+    passed: outcome is pass; phase: Argo's wording (continue: Inconclusive).
+    reason: one readable line. window_health: the newest window was "ok",
+        "stable_down", "overloaded" or "golden" (see analyses.gate).
+    warnings: what the configuration cannot promise (e.g. a golden set too
+        small to separate alert from rollback).
     """
 
     outcome: Outcome
     passed: bool
     phase: Phase
-    score: float
     reason: str
     checks: list[CheckResult] = field(default_factory=list)
     critical_failure: bool = False
-    scope: Literal["step", "run"] = "step"
+    scope: str = "run"
     look: int | None = None
     alpha: float | None = None
+    beta: float | None = None
+    decided_at: int | None = None
+    window_health: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    score: float | None = None  # kept for readers of older stored runs; not computed
 
     def check(self, name: str) -> CheckResult:
-        """The check called `name` (KeyError if it did not run)."""
+        """The check called `name` (KeyError if it is not in this verdict)."""
         for c in self.checks:
             if c.name == name:
                 return c
@@ -140,42 +142,28 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN and infinity become None)."""
-        d = {
-            "outcome": self.outcome,
-            "passed": self.passed,
-            "phase": self.phase,
-            "score": self.score,
-            "reason": self.reason,
-            "critical_failure": self.critical_failure,
-            "scope": self.scope,
-            "look": self.look,
-            "alpha": self.alpha,
+        return _clean({
+            "outcome": self.outcome, "passed": self.passed, "phase": self.phase, "reason": self.reason,
+            "critical_failure": self.critical_failure, "scope": self.scope, "look": self.look,
+            "alpha": self.alpha, "beta": self.beta, "decided_at": self.decided_at,
+            "window_health": self.window_health, "warnings": list(self.warnings), "score": self.score,
             "checks": [c.to_dict() for c in self.checks],
-        }
-        return _clean(d)
+        })
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Verdict":
+        outcome = d.get("outcome", "continue")
+        if outcome not in _PHASE_OF:  # runs stored by older versions ("nodata", "marginal")
+            outcome = "continue"
         return cls(
-            outcome=d["outcome"],
-            passed=bool(d["passed"]),
-            phase=d["phase"],
-            score=float(d["score"]) if d.get("score") is not None else 0.0,
-            reason=str(d.get("reason", "")),
-            checks=[CheckResult.from_dict(c) for c in d.get("checks", [])],
-            critical_failure=bool(d.get("critical_failure", False)),
-            scope=d.get("scope", "step"),
-            look=d.get("look"),
-            alpha=_num(d.get("alpha")),
+            outcome=outcome, passed=outcome == "pass", phase=_PHASE_OF[outcome],
+            reason=str(d.get("reason", "")), checks=[CheckResult.from_dict(c) for c in d.get("checks", [])],
+            critical_failure=bool(d.get("critical_failure", False)), scope=d.get("scope", "run"),
+            look=d.get("look"), alpha=d.get("alpha"), beta=d.get("beta"), decided_at=d.get("decided_at"),
+            window_health=d.get("window_health"), warnings=list(d.get("warnings") or []), score=d.get("score"),
         )
 
 
-def phase_of(outcome: str, on_no_data: str) -> tuple[bool, Phase]:
-    """(passed, Argo phase) for an outcome; nodata follows `on_no_data`."""
-    if outcome == "nodata":
-        if on_no_data == "pass":
-            return True, "Successful"
-        if on_no_data == "fail":
-            return False, "Failed"
-        return False, "Inconclusive"
+def phase_of(outcome: str) -> tuple[bool, Phase]:
+    """(passed, Argo phase) of an outcome."""
     return outcome == "pass", _PHASE_OF[outcome]

@@ -28,12 +28,20 @@ class VersionTraffic:
     requests: requests whose outcome is known (successes + errors).
     errors: failed requests (any non-OK status).
     errors_by_code: failed requests by gRPC status name or HTTP code.
+    late: sends that left after their slot because the client was at its
+        concurrency cap (the measuring side, not the server, was behind).
+    intended: sends the timetable asked for in the window (0: unknown).
+    deadline_s: the client deadline in seconds; failed and timed-out
+        requests count as latency beyond it (None: the largest latency seen).
     """
 
     latencies_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     requests: int = 0
     errors: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+    intended: int = 0
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         self.latencies_s = _f64(self.latencies_s)
@@ -51,6 +59,9 @@ class VersionTraffic:
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
             errors_by_code=codes,
+            late=self.late + other.late,
+            intended=self.intended + other.intended,
+            deadline_s=self.deadline_s if self.deadline_s is not None else other.deadline_s,
         )
 
 
@@ -67,6 +78,9 @@ class ProbePairs:
     stable_scores, canary_scores: float (n, k) class scores, or None. Rows of
         failed requests are NaN.
     inputs: float (n, d) the probe inputs (for input drift), or None.
+    rows: int (n,) the golden row of each probe (-1 or None: unknown); the
+        gate counts each golden row once (a deterministic model answers a
+        repeated input the same way).
     """
 
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -75,8 +89,11 @@ class ProbePairs:
     stable_scores: np.ndarray | None = None
     canary_scores: np.ndarray | None = None
     inputs: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.rows is not None:
+            self.rows = np.asarray(self.rows, dtype=np.int64).reshape(-1)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.stable_pred = np.asarray(self.stable_pred, dtype=np.int64).reshape(-1)
         self.canary_pred = np.asarray(self.canary_pred, dtype=np.int64).reshape(-1)
@@ -92,6 +109,8 @@ class ProbePairs:
                 if v.shape[0] != n:
                     raise ValueError(f"{name} must have one row per probe")
                 setattr(self, name, v)
+        if self.rows is not None and self.rows.shape[0] != n:
+            raise ValueError("rows must have one entry per probe")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -113,6 +132,7 @@ class ProbePairs:
             stable_scores=cat(self.stable_scores, other.stable_scores),
             canary_scores=cat(self.canary_scores, other.canary_scores),
             inputs=cat(self.inputs, other.inputs),
+            rows=cat(self.rows, other.rows),
         )
 
 
@@ -142,6 +162,8 @@ class Window:
         or None when no reference is configured. Not merged: it is the same
         for every window of a run.
     ctr: None when the counts could not be fetched (Prometheus down/empty).
+    golden: the pre-rollout check of the whole golden set: probes only, sent
+        in a burst, so never latency evidence.
     """
 
     stable: VersionTraffic = field(default_factory=VersionTraffic)
@@ -149,6 +171,7 @@ class Window:
     probes: ProbePairs = field(default_factory=ProbePairs)
     ctr: CtrCounts | None = None
     reference_inputs: np.ndarray | None = None
+    golden: bool = False
 
     def merge(self, other: "Window") -> "Window":
         if self.ctr is None:
