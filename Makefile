@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SYSSTAMP := .cache/.system-deps-stamp
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test venv system-deps bench clean runtime-venv k8s-schemas
 
 venv: $(STAMP)
 
@@ -33,7 +33,34 @@ $(SYSSTAMP):
 	fi
 	touch $(SYSSTAMP)
 
-test: venv system-deps
+# The runtime image's set of wheels (no TensorFlow) in a venv of its own,
+# installed by the same script as the Dockerfile: tests/deploy measure it and
+# start the service from it.
+RUNTIME_VENV  := .cache/runtime-venv
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed-stamp
+runtime-venv: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements-runtime.txt requirements-runtime-nodeps.txt requirements-nodeps.txt pyproject.toml deploy/install-runtime.sh
+	rm -rf $(RUNTIME_VENV)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
+	EDITABLE=1 sh deploy/install-runtime.sh $(RUNTIME_VENV)/bin/python .
+	touch $@
+
+# Published schemas of the custom resources the chart and examples use (npm's
+# @kubernetes-models: Argo Rollouts, Istio, prometheus-operator), for
+# tests/deploy. Into .cache, never committed.
+K8S_MODELS := .cache/k8s-models
+K8S_STAMP  := $(K8S_MODELS)/.installed-stamp
+k8s-schemas: $(K8S_STAMP)
+
+$(K8S_STAMP): tests/deploy/crd/package.json
+	mkdir -p $(K8S_MODELS)
+	cp tests/deploy/crd/package.json $(K8S_MODELS)/package.json
+	cd $(K8S_MODELS) && npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $@
+
+test: venv system-deps runtime-venv k8s-schemas
 	$(PY) -m pytest
 
 demo: venv
