@@ -203,9 +203,9 @@ class Front:
         self._main = _Lane("app", limits.threads, limits.max_queue)
         self._ops = _Lane("ops", limits.ops_threads, max(4, limits.max_queue // 4))
         self._metrics = _Metrics(registry)
-        # task -> perf_counter when it started waiting for (part of) a request; None while dispatched.
+        # Connections waiting for (part of) a request: task -> perf_counter when the wait began.
         self._reading: dict[asyncio.Task, float] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._writers: dict[asyncio.Task, asyncio.StreamWriter] = {}  # every open connection
         self._servers: list[asyncio.base_events.Server] = []
         self._stopping = False
         self.sockname: Any = None
@@ -236,12 +236,12 @@ class Front:
         for server in self._servers:
             server.close()
         for task in list(self._reading):
-            task.cancel()  # waiting for a request: nothing to finish
-        pending = [t for t in self._tasks if not t.done()]
+            self._abort(task)  # waiting for a request: nothing to finish
+        pending = [t for t in self._writers if not t.done()]
         if pending:
             done, pending = await asyncio.wait(pending, timeout=self.limits.graceful_timeout_s)
             for t in pending:
-                t.cancel()
+                self._abort(t)
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -261,7 +261,7 @@ class Front:
             await self.start(bind)
             log.info("listening on %s", bind)
             await done.wait()
-            log.info("stopping: %d connections open", len(self._tasks))
+            log.info("stopping: %d connections open", len(self._writers))
             await self.stop()
 
         asyncio.run(main())
@@ -270,13 +270,13 @@ class Front:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._tasks.add(task)
+        self._writers[task] = writer
         if self._metrics.enabled:
             self._metrics.connections.inc()
         try:
             if self._stopping:
                 return
-            if len(self._tasks) > self.limits.max_connections:
+            if len(self._writers) > self.limits.max_connections:
                 self._evict(task)
             await self._serve_connection(reader, writer, task)
         except (asyncio.CancelledError, _Closed, ConnectionError, OSError):
@@ -285,7 +285,7 @@ class Front:
             log.exception("front: connection failed")
         finally:
             self._reading.pop(task, None)
-            self._tasks.discard(task)
+            self._writers.pop(task, None)
             if self._metrics.enabled:
                 self._metrics.connections.dec()
             try:
@@ -300,9 +300,15 @@ class Front:
             return  # every connection is being answered: the newcomer waits its turn like them
         _, oldest = min(candidates, key=lambda c: c[0])
         self._reading.pop(oldest, None)
-        oldest.cancel()
+        self._abort(oldest)
         if self._metrics.enabled:
             self._metrics.refused.labels("evicted").inc()
+
+    def _abort(self, task: asyncio.Task) -> None:
+        """Drop a connection now: its reader sees the end of the stream and the task ends on its own."""
+        writer = self._writers.get(task)
+        if writer is not None:
+            writer.transport.abort()
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                 task: asyncio.Task) -> None:

@@ -213,14 +213,12 @@ def test_past_max_connections_the_longest_waiting_connection_makes_room(front):
         t = time.monotonic()
         assert requests.get(f.url + "/healthz", timeout=5).status_code == 200
         assert time.monotonic() - t < 1.0
-        closed = 0
         for s in idle[:10]:  # the oldest were closed
             s.settimeout(2)
             try:
-                closed += s.recv(10) == b""
-            except OSError:
-                closed += 1
-        assert closed == 10
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
     finally:
         for s in idle:
             s.close()
