@@ -81,11 +81,38 @@ class TargetConfig(_Strict):
 
 
 class DataSetConfig(_Strict):
-    """An .npz file; relative paths are relative to the configuration file."""
+    """An .npz file: a `path` (relative to the configuration file) or a `url`.
 
-    path: str
+    `url`: s3://, gs://, https:// (anything fsspec reads; s3 and gs need the
+    optional extras). A `path` given as a URL is taken as `url`. `sha256`
+    (hex) pins the content. The set is re-read when its source changes,
+    looked at every `reload_s` seconds (0: never). See webhook/datasets.py.
+    """
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     inputs_key: str = "inputs"
     labels_key: str = "labels"
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for `url`")
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="deadline of reading a URL")
+    reload_s: float = Field(default=60.0, ge=0, description="how often to look for a changed source; 0 never")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_in_path(cls, v: Any) -> Any:
+        if isinstance(v, dict) and isinstance(v.get("path"), str) and "://" in v["path"] and not v.get("url"):
+            v = dict(v)
+            v["url"] = v.pop("path")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSetConfig":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give path or url (one of them)")
+        if self.url is not None and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", self.url):
+            raise ValueError(f"url: not a URL: {self.url!r}")
+        return self
 
 
 class ProbeConfig(_Strict):
@@ -304,33 +331,11 @@ def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
 
 
 def _load_npz(base: Path, ds: DataSetConfig, field: str, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    path = Path(ds.path)
-    if not path.is_absolute():
-        path = base / path
-    if not path.is_file():
-        raise ConfigError(f"{field}.path", f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if ds.inputs_key not in keys:
-                raise ConfigError(f"{field}.inputs_key", f"{path} has no array {ds.inputs_key!r} "
-                                                         f"(has {', '.join(sorted(keys)) or 'none'})")
-            inputs = np.asarray(z[ds.inputs_key])
-            labels = None
-            if need_labels:
-                if ds.labels_key not in keys:
-                    raise ConfigError(f"{field}.labels_key", f"{path} has no array {ds.labels_key!r}")
-                labels = np.asarray(z[ds.labels_key]).astype(np.int64).reshape(-1)
-    except ConfigError:
-        raise
-    except Exception as exc:  # a corrupt file must name itself, not crash with a traceback
-        raise ConfigError(f"{field}.path", f"cannot read {path}: {exc}") from None
-    if inputs.ndim < 1 or inputs.shape[0] == 0:
-        raise ConfigError(f"{field}.path", f"{path}: {ds.inputs_key!r} is empty")
-    if labels is not None and labels.shape[0] != inputs.shape[0]:
-        raise ConfigError(f"{field}.labels_key",
-                          f"{path}: {labels.shape[0]} labels for {inputs.shape[0]} inputs")
-    return inputs, labels
+    # From a file or a URL, checked against `sha256`; errors name the field (webhook/datasets.py).
+    from .datasets import load
+
+    loaded = load(base, ds, field, need_labels)
+    return loaded.inputs, loaded.labels
 
 
 def _judge_config(checks: dict[str, Any], field: str) -> Any:
