@@ -11,8 +11,8 @@ import sys
 import time
 
 BENCHMARKS = {
-    "judge_speed": "judge time for one step with 100,000 latency samples",
-    "judge_quality": "A/A false fails, power, fixed-threshold and Kayenta baselines, time to detect",
+    "gate_quality": "fail rates at alert and rollback on heavy-tailed bursty rollouts, fixed-threshold and Kayenta",
+    "gate_speed": "cost of one look at window 1, 100 and 1000; the run state's size",
     "load_capacity": "highest rate the load generator holds, client CPU per 1000 requests",
     "load_vs_hey": "our p99 and hey's next to the true p99, normal and with a 1 s stall every 10 s",
     "webhook_latency": "webhook answer time with 50 analyses running, each hook every 10 s",

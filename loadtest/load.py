@@ -250,6 +250,8 @@ def to_version_traffic(stats: LoadStats):
         requests=stats.requests,
         errors=stats.errors,
         errors_by_code=dict(stats.errors_by_code),
+        late=int(stats.late),
+        intended=int(stats.intended),
     )
 
 

@@ -53,6 +53,7 @@ class PairSample:
     canary_latency_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     stable_code: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     canary_code: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # golden row of each pair
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -64,7 +65,7 @@ class PairSample:
         return PairSample(self.labels[idx], self.stable_pred[idx], self.canary_pred[idx],
                           pick(self.stable_scores), pick(self.canary_scores), pick(self.inputs),
                           self.stable_latency_s[idx], self.canary_latency_s[idx],
-                          self.stable_code[idx], self.canary_code[idx])
+                          self.stable_code[idx], self.canary_code[idx], self.rows[idx])
 
     @staticmethod
     def concat(a: "PairSample", b: "PairSample") -> "PairSample":
@@ -87,7 +88,8 @@ class PairSample:
             cat(a.inputs, b.inputs, na, nb),
             np.concatenate([a.stable_latency_s, b.stable_latency_s]),
             np.concatenate([a.canary_latency_s, b.canary_latency_s]),
-            np.concatenate([a.stable_code, b.stable_code]), np.concatenate([a.canary_code, b.canary_code]))
+            np.concatenate([a.stable_code, b.stable_code]), np.concatenate([a.canary_code, b.canary_code]),
+            np.concatenate([a.rows, b.rows]))
 
 
 @dataclass
@@ -125,7 +127,8 @@ class ProbeStats:
 
         p = self.pairs
         return ProbePairs(labels=p.labels, stable_pred=p.stable_pred, canary_pred=p.canary_pred,
-                          stable_scores=p.stable_scores, canary_scores=p.canary_scores, inputs=p.inputs)
+                          stable_scores=p.stable_scores, canary_scores=p.canary_scores, inputs=p.inputs,
+                          rows=p.rows if p.rows.size == len(p) else None)
 
     def merge(self, other: "ProbeStats", *, seed: int | None = None) -> "ProbeStats":
         """Consecutive windows together (the pair sample stays uniform and bounded)."""
@@ -248,7 +251,7 @@ class _Window:
             stable_scores=scores(4), canary_scores=scores(5),
             inputs=np.asarray(golden[idx], dtype=np.float64).reshape(n, -1) if n else None,
             stable_latency_s=col(6, np.float64), canary_latency_s=col(7, np.float64),
-            stable_code=codes_s, canary_code=codes_c)
+            stable_code=codes_s, canary_code=codes_c, rows=idx)
         return ProbeStats(
             pairs=pairs, pairs_seen=self.seen, sent=self.sent, late=self.late,
             stable_latency=self.lat[0], canary_latency=self.lat[1],

@@ -1,23 +1,24 @@
 """Argo Rollouts web provider: `GET|POST /argo/v1/analyses/<analysis>?rollout=..&revision=..`.
 
 Argo treats any status outside 200-299 as a measurement *Error* and never
-evaluates its conditions, so every verdict (pass, fail, no data) is a 200
-with the verdict in the JSON body; use
-`successCondition: result.passed == true`. Only caller mistakes are errors:
-unknown analysis 404, missing `rollout`/`revision` 400, token 401,
-namespace 403.
+evaluates its conditions, so every decision is a 200 with the run's one
+decision in the JSON body (webhook.verdicts.argo_body):
 
-scope=window (default): the verdict of the windows closed since Argo's last
-call (the first call checks the whole golden set at once); when nothing new
-closed, the verdict over the whole run so far. scope=run: always the whole
-run. rate=N asks for N requests/s of load from now on (capped by the
-analysis' `load.max_rate`).
+    successCondition: result.failed == false      # background analysis: pass while not failed
+    failureCondition: result.failed == true
+or, for a final gate before promotion (Inconclusive pauses the rollout):
+    successCondition: result.decision == "pass"
+    failureCondition: result.decision == "fail"
+
+Only caller mistakes are errors: unknown analysis 404, missing
+`rollout`/`revision` 400, token 401, namespace 403. The first call starts
+the session (golden check, then load) in the background and answers at
+once from the run state ("continue" until evidence arrives). rate=N asks
+for N requests/s of load from now on (capped by `load.max_rate`; 0 refused).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import math
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -26,8 +27,8 @@ from .app import service
 from .errors import ApiError
 from .security import (ANALYSIS_RE, NAME_RE, NAMESPACE_RE, REVISION_RE, check_namespace, check_token, identifier,
                        json_object)
-from .sessions import nodata_verdict
-from .verdicts import argo_body
+from .security import rate as parse_rate
+from .verdicts import argo_body, report_url
 
 bp = Blueprint("argo", __name__)
 
@@ -47,13 +48,6 @@ def _params() -> dict[str, Any]:
     return params
 
 
-def _rate(params: dict[str, Any], cap: float) -> float | None:
-    """`rate` (requests/s of load for this step), capped by the analysis' load.max_rate."""
-    from .security import rate  # one parser for every caller: a huge JSON integer is a 400, not a crash
-
-    return rate(params.get("rate"), "rate", cap, blank_is_none=True)
-
-
 @bp.route("/argo/v1/analyses/<analysis>", methods=["GET", "POST"])
 def analysis(analysis: str):
     g.hook_label = "analysis"
@@ -66,41 +60,26 @@ def analysis(analysis: str):
     revision = identifier(params, "revision", REVISION_RE, "revision (letters, digits, '.', '_', '-')")
     namespace = identifier(params, "namespace", NAMESPACE_RE, "Kubernetes namespace", required=False) or "default"
     check_namespace(namespace, svc.settings.server.namespaces)
-    scope = params.get("scope", "window")
-    if scope not in ("window", "run"):
+    if params.get("scope", "run") not in ("window", "run"):  # accepted for old templates: one decision now
         raise ApiError(400, "field 'scope' must be 'window' or 'run'", "scope")
-    rate = _rate(params, svc.settings.analyses[analysis].config.load.max_rate)
+    rate = parse_rate(params.get("rate"), "rate", svc.settings.analyses[analysis].config.load.max_rate,
+                      blank_is_none=True)
+    if rate == 0:
+        raise ApiError(400, "field 'rate' must be > 0: a rate of 0 would switch the load off", "rate")
 
     sessions = svc.sessions
     run = sessions.open_run("argo", analysis, namespace, rollout, revision, restart_final=False)
     context = {"run": run.id, "analysis": analysis, "namespace": namespace, "rollout": rollout,
-               "revision": revision, "scope": scope}
+               "revision": revision}
+    url = report_url(svc, run.id)
+    if url:
+        context["report"] = url
+    gated = svc.settings.analyses[analysis].gate.active
     s = sessions.session(run, start=True)
     if s is None:  # a finished run answers from the store
-        from analyses.judge import Verdict
-
-        v = Verdict.from_dict(run.verdict) if run.verdict else nodata_verdict("the run ended without data")
-        return jsonify(argo_body(v, windows=[], fresh=False, **context))
+        return jsonify(argo_body(sessions.stored_decision(run), gated=gated, **context))
     s.touch()
     if rate is not None and rate != s.rate_override:
         s.rate_override = rate
         sessions.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
-    deadline = svc.settings.server.hook_deadline_s
-    if s.latest() is None:
-        # First call: no window yet. Judge the whole golden set now rather
-        # than answer "no data", which Argo would count as a failure.
-        try:
-            sessions.call(s.golden(), deadline)
-        except concurrent.futures.TimeoutError:
-            v = nodata_verdict(f"golden-set check did not finish within {deadline:g} s")
-            return jsonify(argo_body(v, windows=[], fresh=False, **context))
-        except Exception as exc:
-            v = nodata_verdict(f"golden-set check failed: {exc!r}")
-            return jsonify(argo_body(v, windows=[], fresh=False, **context))
-    if scope == "window":
-        answer = s.since("argo")
-        if answer.fresh:
-            return jsonify(argo_body(answer.verdict, windows=answer.windows, fresh=True, **context))
-    v = s.run_level() or nodata_verdict("no data yet")
-    latest = s.latest()
-    return jsonify(argo_body(v, windows=list(range(1, latest[0] + 1)) if latest else [], fresh=False, **context))
+    return jsonify(argo_body(s.decision(), gated=gated, **context))

@@ -26,14 +26,18 @@ def _bounded(a: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(a, size=limit, replace=False))
 
 
+def _traffic(t: VersionTraffic) -> dict:
+    return {"requests": t.requests, "errors": t.errors, "errors_by_code": t.errors_by_code, "late": t.late,
+            "intended": t.intended, "deadline_s": t.deadline_s}
+
+
 def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES) -> bytes:
     """Serialize a window (without its reference inputs) to npz bytes."""
     rng = np.random.default_rng(0)
     header = {
-        "stable": {"requests": window.stable.requests, "errors": window.stable.errors,
-                   "errors_by_code": window.stable.errors_by_code},
-        "canary": {"requests": window.canary.requests, "errors": window.canary.errors,
-                   "errors_by_code": window.canary.errors_by_code},
+        "stable": _traffic(window.stable),
+        "canary": _traffic(window.canary),
+        "golden": bool(window.golden),
         "ctr": None if window.ctr is None else {
             "stable_clicks": window.ctr.stable_clicks, "stable_impressions": window.ctr.stable_impressions,
             "canary_clicks": window.ctr.canary_clicks, "canary_impressions": window.ctr.canary_impressions,
@@ -48,6 +52,8 @@ def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES
         "stable_pred": p.stable_pred,
         "canary_pred": p.canary_pred,
     }
+    if p.rows is not None:
+        arrays["rows"] = p.rows
     for name in ("stable_scores", "canary_scores", "inputs"):
         v = getattr(p, name)
         if v is not None:
@@ -63,8 +69,10 @@ def decode_window(blob: bytes) -> Window:
         header = json.loads(bytes(z["header"]).decode())
         opt = {k: z[k].astype(np.float64) if k in z.files else None
                for k in ("stable_scores", "canary_scores", "inputs")}
-        probes = ProbePairs(labels=z["labels"], stable_pred=z["stable_pred"], canary_pred=z["canary_pred"], **opt)
+        rows = z["rows"] if "rows" in z.files else None
+        probes = ProbePairs(labels=z["labels"], stable_pred=z["stable_pred"], canary_pred=z["canary_pred"],
+                            rows=rows, **opt)
         stable = VersionTraffic(latencies_s=z["stable_latencies_s"], **header["stable"])
         canary = VersionTraffic(latencies_s=z["canary_latencies_s"], **header["canary"])
     ctr = CtrCounts(**header["ctr"]) if header["ctr"] is not None else None
-    return Window(stable=stable, canary=canary, probes=probes, ctr=ctr)
+    return Window(stable=stable, canary=canary, probes=probes, ctr=ctr, golden=bool(header.get("golden", False)))

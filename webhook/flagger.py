@@ -1,41 +1,48 @@
-"""Flagger webhooks: `POST /flagger/<type>`.
+"""Flagger webhooks: `POST /flagger/<type>`, in Flagger's real order of calls.
 
-Flagger counts status <= 202 as success. Every answer here follows its
-table of hook types:
+Flagger counts status <= 202 as success. Every answer reads the run's one
+decision (analyses.gate via webhook.sessions), so no two hooks can
+contradict each other, and none waits for a measurement:
 
-| type                     | 200 (success)                    | otherwise                         |
-|--------------------------|----------------------------------|-----------------------------------|
-| confirm-rollout          | canary loaded, signature = stable| 412: canary waits, not counted    |
-| pre-rollout              | golden set passes on the canary  | 412: a failed check               |
-| rollout                  | windows since last call pass     | 412: a failed check               |
-| confirm-traffic-increase | newest window does not fail      | 412: weight holds, not counted    |
-| confirm-promotion        | run-level verdict passes         | 412: waits, not counted           |
-| post-rollout             | always (run stored as final)     |                                   |
-| rollback                 | a critical check failed          | 409 (inverted: 200 rolls back)    |
-| event                    | always (kept in the timeline)    |                                   |
+| type                     | 200 (success)                              | otherwise                          |
+|--------------------------|--------------------------------------------|------------------------------------|
+| confirm-rollout          | the service is ready, the revision has not | 412: waits (not counted)           |
+|                          | already failed (the canary has no pod yet) |                                    |
+| pre-rollout              | canary loaded with stable's signature; the | 412: a failed check                |
+|                          | golden-set check (within the deadline)     |                                    |
+| rollout                  | the run has not failed                     | 412: a failed check                |
+| confirm-traffic-increase | not failed, newest window measured         | 412: weight holds (not counted)    |
+| confirm-promotion        | the run passed, newest window measured     | 412: waits (not counted)           |
+| post-rollout             | always (final status stored, load stopped  |                                    |
+|                          | in the background)                         |                                    |
+| rollback                 | the run failed                             | 409 (inverted: 200 rolls back)     |
+| event                    | always (kept in the timeline when it can)  |                                    |
 
 A failing verdict is a 412 with one line of JSON, never a 5xx: Flagger
-retries 5xx and throws their body away. "No data" (e.g. the stable version
-is down) is not the canary's fault: rollout answers 200 for it, while
-confirm-promotion waits (412) until there is evidence.
+retries 5xx and throws their body away. Stable down is not the canary's
+fault: its windows are not counted (rollout stays 200), but neither a
+traffic increase nor the promotion passes until a window is measured again.
+Older Flagger sends no `checksum` (it came with fluxcd/flagger#1521): runs
+are then keyed on namespace/name, and pre-rollout after a finished run
+starts a new one.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from .app import Service, service
+from .app import Service, service, time_left
 from .errors import ApiError
 from .security import (ANALYSIS_RE, NAME_RE, NAMESPACE_RE, PHASE_RE, REVISION_RE, check_namespace, check_token,
                        identifier, json_object)
-from .sessions import Session, is_failing, nodata_verdict
+from .security import rate as parse_rate
+from .sessions import Session
 from .store import FINAL_STATUSES, RunRecord
-from .verdicts import one_line, summary
+from .verdicts import one_line, report_url
 
 bp = Blueprint("flagger", __name__)
 
@@ -62,6 +69,9 @@ def _authorize() -> None:
     check_token(request, service().settings.token)
 
 
+NO_CHECKSUM = "-"  # the revision of runs of a Flagger that sends no checksum
+
+
 def _parse(hook: str) -> Call:
     svc = service()
     raw = request.get_data(cache=True)  # 413 beyond MAX_CONTENT_LENGTH
@@ -70,7 +80,8 @@ def _parse(hook: str) -> Call:
     data = json_object(request)
     name = identifier(data, "name", NAME_RE, "Kubernetes object name")
     namespace = identifier(data, "namespace", NAMESPACE_RE, "Kubernetes namespace")
-    checksum = identifier(data, "checksum", REVISION_RE, "checksum (letters, digits, '.', '_', '-')")
+    checksum = identifier(data, "checksum", REVISION_RE, "checksum (letters, digits, '.', '_', '-')",
+                          required=False) or NO_CHECKSUM
     phase = identifier(data, "phase", PHASE_RE, "phase", required=False)
     metadata = data.get("metadata")
     if metadata is None:
@@ -79,7 +90,7 @@ def _parse(hook: str) -> Call:
         raise ApiError(400, "field 'metadata' must be an object of strings", "metadata")
     for k, v in metadata.items():
         if not isinstance(v, str):
-            raise ApiError(400, f"field 'metadata.{k}' must be a string", f"metadata.{k}")
+            raise ApiError(400, f"field 'metadata.{str(k)[:64]}' must be a string", f"metadata.{str(k)[:64]}")
     check_namespace(namespace, svc.settings.server.namespaces)
     analysis = identifier(metadata, "analysis", ANALYSIS_RE, "analysis name", required=False,
                           where="metadata.") or name
@@ -90,18 +101,13 @@ def _parse(hook: str) -> Call:
 
 
 def _rate(call: Call) -> float | None:
-    """metadata.rate (requests/s) for this step, capped by the analysis' load.max_rate."""
-    text = call.metadata.get("rate")
-    if text is None:
-        return None
-    try:
-        rate = float(text)
-    except ValueError:
-        raise ApiError(400, f"metadata.rate must be a number of requests per second, got {text!r}",
-                       "metadata.rate") from None
-    if not math.isfinite(rate) or rate < 0:
-        raise ApiError(400, "metadata.rate must be >= 0 requests per second", "metadata.rate")
-    return min(rate, call.svc.settings.analyses[call.analysis].config.load.max_rate)
+    """metadata.rate (requests/s) for this step, capped by the analysis' load.max_rate; 0 is refused."""
+    r = parse_rate(call.metadata.get("rate"), "metadata.rate",
+                   call.svc.settings.analyses[call.analysis].config.load.max_rate)
+    if r == 0:
+        raise ApiError(400, "field 'metadata.rate' must be > 0: a rate of 0 would switch the load off "
+                            "and leave the canary unmeasured", "metadata.rate")
+    return r
 
 
 def _reply(call: Call, run: RunRecord | None, code: int, reason: str, verdict: Any = None,
@@ -110,9 +116,14 @@ def _reply(call: Call, run: RunRecord | None, code: int, reason: str, verdict: A
                             "analysis": call.analysis}
     if run is not None:
         body["run"] = run.id
+        url = report_url(call.svc, run.id)
+        if url:
+            body["report"] = url
     if verdict is not None:
-        s = summary(verdict)
-        body.update({"outcome": s["outcome"], "score": s["score"]})
+        body.update({"outcome": verdict.outcome, "decided_at": verdict.decided_at,
+                     "window_health": verdict.window_health})
+        if verdict.warnings:
+            body["warnings"] = [one_line(w) for w in verdict.warnings]
     body.update(extra)
     if record and run is not None:
         call.svc.sessions.event(run.id, f"flagger:{call.hook}", f"{code}: {one_line(reason, 300)}",
@@ -122,17 +133,16 @@ def _reply(call: Call, run: RunRecord | None, code: int, reason: str, verdict: A
     return resp
 
 
-def _open(call: Call, *, restart_final: bool = False) -> RunRecord:
+def _open(call: Call, *, restart_final: bool = False, create: bool = True) -> RunRecord | None:
     return call.svc.sessions.open_run("flagger", call.analysis, call.namespace, call.name, call.checksum,
-                                      restart_final=restart_final)
+                                      restart_final=restart_final, create=create)
 
 
-def _live(call: Call, run: RunRecord) -> Session | None:
+def _live(call: Call, run: RunRecord, rate: float | None) -> Session | None:
     """The run's session, started or resumed; None for a finished run."""
     s = call.svc.sessions.session(run, start=True)
     if s is not None:
         s.touch()
-        rate = _rate(call)
         if rate is not None and rate != s.rate_override:
             s.rate_override = rate
             try:
@@ -142,123 +152,121 @@ def _live(call: Call, run: RunRecord) -> Session | None:
     return s
 
 
-def _stored_verdict(run: RunRecord) -> Any:
-    if run.verdict:
-        from analyses.judge import Verdict
-
-        return Verdict.from_dict(run.verdict)
-    return nodata_verdict("the run ended without data")
-
-
-def _verdict_reply(call: Call, run: RunRecord, v: Any, reason: str | None = None, **extra: Any):
-    """A verdict as Flagger reads it: 412 when it fails, else 200; the reason defaults to the verdict's."""
-    return _reply(call, run, 412 if is_failing(v) else 200, v.reason if reason is None else reason, v, **extra)
+def _decision(call: Call, run: RunRecord, rate: float | None = None) -> Any:
+    """The run's decision; a live run's session keeps measuring (touched, resumed if idle)."""
+    s = _live(call, run, rate)
+    return s.decision() if s is not None else call.svc.sessions.stored_decision(run)
 
 
 def _deadline(call: Call) -> float:
-    return call.svc.settings.server.hook_deadline_s
+    """Seconds left of the hook deadline, counted from the request's arrival."""
+    return time_left(call.svc.settings.server.hook_deadline_s)
 
 
 # -------------------------------------------------------------------- hooks
 
 
 def confirm_rollout(call: Call):
+    """Before scale-up: the canary has no pod, so nothing here may need it."""
+    prior = _open(call, create=False)
+    if prior is not None and prior.status == "failed":
+        v = call.svc.sessions.stored_decision(prior)
+        return _reply(call, prior, 412, f"revision {call.checksum} already failed a run: {v.reason}", v)
     run = _open(call, restart_final=True)
-    sessions = call.svc.sessions
-    s = sessions.live(run.id)
-    measurement = s.measurement if s is not None else sessions.factory(call.svc.settings.analyses[call.analysis])
-    try:
-        ok, reason, _ = sessions.call(measurement.check_canary(), _deadline(call))
-    except concurrent.futures.TimeoutError:
-        ok, reason = False, f"canary did not answer within {_deadline(call):g} s"
-    except Exception as exc:  # e.g. an address the client cannot use: say so, do not 500
-        ok, reason = False, f"canary check failed: {exc!r}"
-    return _reply(call, run, 200 if ok else 412, reason)
+    return _reply(call, run, 200, f"Shadowgate is ready for revision {call.checksum}: the canary is "
+                                  "checked at pre-rollout, once it has a pod")
 
 
 def pre_rollout(call: Call):
+    """Weight 0, canary ready: its model and signature now, then the golden set (within the deadline)."""
+    rate = _rate(call)
     run = _open(call, restart_final=True)
-    s = _live(call, run)
+    sessions = call.svc.sessions
+    live = sessions.live(run.id)
+    if live is None:  # the canary must answer before any load starts
+        measurement = sessions.factory(call.svc.settings.analyses[call.analysis])
+        try:
+            ok, reason, _ = sessions.call(measurement.check_canary(), _deadline(call))
+        except concurrent.futures.TimeoutError:
+            ok, reason = False, "canary did not answer its status and metadata within the hook deadline"
+        except Exception as exc:  # e.g. an address the client cannot use: say so, do not 500
+            ok, reason = False, f"canary check failed: {exc!r}"
+        if not ok:
+            return _reply(call, run, 412, reason)
+    s = _live(call, run, rate)
     if s is None:
-        return _verdict_reply(call, run, _stored_verdict(run))
+        v = sessions.stored_decision(run)
+        return _reply(call, run, 412 if v.outcome == "fail" else 200, v.reason, v)
     try:
-        seq, v = call.svc.sessions.call(s.golden(), _deadline(call))
+        v = s.golden_done.result(timeout=_deadline(call))
     except concurrent.futures.TimeoutError:
-        return _reply(call, run, 412, f"golden-set check did not finish within {_deadline(call):g} s: "
-                                      "canary (or stable) too slow")
+        return _reply(call, run, 200, "golden-set check still running: its result gates the next hooks",
+                      s.decision())
     except Exception as exc:
         return _reply(call, run, 412, f"golden-set check failed: {exc!r}")
-    if v is None:
-        v = nodata_verdict("golden-set check gave no data")
-    if seq:
-        # pre-rollout counted this window already; rollout must not count it again.
-        s.mark_seen("rollout", seq)
-    return _verdict_reply(call, run, v, f"golden set: {v.reason}", windows=[seq] if seq else [])
+    v = s.decision()
+    return _reply(call, run, 412 if v.outcome == "fail" else 200, f"golden set: {v.reason}", v)
 
 
 def rollout(call: Call):
+    rate = _rate(call)
     run = _open(call)
-    s = _live(call, run)
-    if s is None:
-        return _verdict_reply(call, run, _stored_verdict(run))
-    answer = s.since("rollout")
-    v = answer.verdict
-    return _verdict_reply(call, run, v, windows=answer.windows)
+    v = _decision(call, run, rate)
+    return _reply(call, run, 412 if v.outcome == "fail" else 200, v.reason, v)
+
+
+def _measured(v: Any) -> str | None:
+    """Why the newest window does not let the rollout go further, or None."""
+    if v.look is None or not v.look:
+        return "no window measured yet"
+    if v.window_health == "stable_down":
+        return "stable is down in the newest window: waiting until both versions can be compared"
+    if v.window_health == "overloaded":
+        return "Shadowgate could not measure the newest window on time: waiting for a measured one"
+    return None
 
 
 def confirm_traffic_increase(call: Call):
     run = _open(call)
-    s = _live(call, run)
-    if s is None:
-        return _verdict_reply(call, run, _stored_verdict(run))
-    latest = s.latest()
-    if latest is None:
-        return _reply(call, run, 200, "no window closed yet: nothing against the increase")
-    seq, v = latest
-    if is_failing(v):
-        return _reply(call, run, 412, f"window {seq} fails: {v.reason}", v, windows=[seq])
-    return _reply(call, run, 200, f"window {seq}: {v.reason}", v, windows=[seq])
+    v = _decision(call, run)
+    if v.outcome == "fail":
+        return _reply(call, run, 412, v.reason, v)
+    why = _measured(v)
+    if why:
+        return _reply(call, run, 412, f"weight holds: {why}", v)
+    return _reply(call, run, 200, v.reason, v)
 
 
 def confirm_promotion(call: Call):
     run = _open(call)
-    s = _live(call, run)
-    v = s.run_level() if s is not None else _stored_verdict(run)
-    if v is None:
-        return _reply(call, run, 412, "no data yet: promotion waits for a verdict over the run")
-    status = 200 if v.passed else 412
-    return _reply(call, run, status, f"run: {v.reason}", v)
+    v = _decision(call, run)
+    why = _measured(v)
+    if v.outcome == "pass" and why is None:
+        return _reply(call, run, 200, v.reason, v)
+    if v.outcome == "pass":
+        return _reply(call, run, 412, f"promotion waits: {why}", v)
+    return _reply(call, run, 412, f"promotion waits: {v.reason}", v)
 
 
 def post_rollout(call: Call):
     run = _open(call)
     if run.status in FINAL_STATUSES:
         return _reply(call, run, 200, f"run already {run.status}")
-    final = {"Succeeded": "succeeded", "Failed": "failed"}.get(call.phase or "")
     sessions = call.svc.sessions
-    v = sessions.finish(run, final or "succeeded", _deadline(call))
-    if final is None:
-        # No phase from the caller: record what the evidence says.
-        final = "succeeded" if v is not None and v.passed else "failed"
-        call.svc.store.update_run(run.id, status=final)
-    reason = f"run {final}" + (f"; verdict: {v.reason}" if v is not None else "; no data")
-    return _reply(call, run, 200, reason, v, status=final)
+    final = {"Succeeded": "succeeded", "Failed": "failed"}.get(call.phase or "")
+    v = sessions.decision(run)
+    if final is None:  # no phase from the caller: record what the evidence says
+        final = "succeeded" if v.outcome == "pass" else "failed"
+    sessions.finish(run, final)
+    return _reply(call, run, 200, f"run {final}; decision: {v.reason}", v, status=final)
 
 
 def rollback(call: Call):
     run = _open(call)
-    s = _live(call, run)
-    if s is None:
-        v = _stored_verdict(run)
-        critical = [v] if v.critical_failure else []
-    else:
-        latest = s.latest()
-        critical = [x for x in (latest[1] if latest else None, s.run_level())
-                    if x is not None and x.critical_failure]
-    if critical:
-        v = critical[0]
-        return _reply(call, run, 200, f"roll back: critical check failed: {v.reason}", v, rollback=True)
-    return _reply(call, run, 409, "no critical check failed", record=False, rollback=False)
+    v = _decision(call, run)
+    if v.outcome == "fail":
+        return _reply(call, run, 200, f"roll back: {v.reason}", v, rollback=True)
+    return _reply(call, run, 409, "no rollback: the run has not failed", record=False, rollback=False)
 
 
 def event(call: Call):
@@ -285,5 +293,11 @@ HANDLERS = {
 def handle(hook: str):
     g.hook_label = hook if hook in HANDLERS else "unknown"
     if hook not in HANDLERS:
-        raise ApiError(404, f"unknown hook type {hook!r}: use one of {', '.join(HOOKS)}", "type")
+        raise ApiError(404, f"unknown hook type {hook[:64]!r}: use one of {', '.join(HOOKS)}", "type")
+    if hook == "event":
+        try:
+            return HANDLERS[hook](_parse(hook))
+        except ApiError as err:  # Flagger only logs events: never make it retry one
+            resp = jsonify({"ok": True, "recorded": False, "reason": one_line(err.message), "hook": hook})
+            return resp
     return HANDLERS[hook](_parse(hook))

@@ -1,13 +1,17 @@
 """`shadowgate judge`: one bounded analysis, for Argo Rollouts' job provider.
 
 The canary is checked (loaded, same signature as stable), the whole golden
-set is probed on both versions, then load and shadow probes run for
-`--duration`; `judge_run` judges all of it.
+set is probed on both versions, then load and shadow probes run, a window
+every `--interval`, each one an update of the same sequential gate the
+service uses (analyses.gate). The job stops as soon as the gate decides, or
+at `--duration`. The gate's guarantees hold whenever it stops, so a longer
+`--duration` can only add evidence: a canary that fails at 6 s also fails
+at 2 min.
 
 Argo reads only the Job's exit code, so the code is the whole answer:
 0 the canary passed, 1 it failed (an unreachable canary fails), 2 no
-verdict could be given (bad configuration or arguments, too little data,
-stable down). The readable report goes to stdout (the Job's log), a
+decision (bad configuration or arguments, or not enough evidence by
+`--duration`: the report says what is missing). The readable report goes to stdout (the Job's log), a
 progress bar to stderr, and `--json` writes the verdict for other tools.
 
     shadowgate judge --config analyses.yaml --analysis digits --duration 2m
@@ -65,16 +69,20 @@ def _fmt(v: Any, unit: str = "") -> str:
 
 
 def report(verdict: Any, analysis: str, windows: int, duration_s: float, out: TextIO) -> None:
-    """A readable report: the verdict line, then each check's values and reason."""
-    print(f"analysis {analysis}: {verdict.outcome.upper()} (phase {verdict.phase}, score {_fmt(verdict.score)})"
-          f" over {windows} window(s), {duration_s:.0f} s", file=out)
+    """A readable report: the decision line, then each check's figures and reason."""
+    print(f"analysis {analysis}: {verdict.outcome.upper()} (phase {verdict.phase}) over {windows} window(s), "
+          f"{duration_s:.0f} s", file=out)
     print(f"reason: {verdict.reason}", file=out)
+    for w in verdict.warnings:
+        print(f"warning: {w}", file=out)
     if not verdict.checks:
         return
-    rows = [("check", "verdict", "stable", "canary", "difference", "p-value", "test")]
+    rows = [("check", "verdict", "estimate", "alert", "rollback", "evidence", "fails at", "passes at")]
     for c in verdict.checks:
-        rows.append((c.name + (" (critical)" if c.critical else ""), c.verdict, _fmt(c.stable, c.unit),
-                     _fmt(c.canary, c.unit), _fmt(c.difference, c.unit), _fmt(c.p_value), c.test or "-"))
+        if c.verdict == "info":
+            continue
+        rows.append((c.name + (" (critical)" if c.critical else ""), c.verdict, _fmt(c.estimate),
+                     _fmt(c.alert), _fmt(c.rollback), f"{c.fail_evidence:.1f}", _fmt(c.fail_at), _fmt(c.pass_at)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip(), file=out)
@@ -84,14 +92,18 @@ def report(verdict: Any, analysis: str, windows: int, duration_s: float, out: Te
 
 
 async def _measure(analysis: Analysis, duration_s: float, interval_s: float, progress: bool):
-    """Load and probes for `duration_s` seconds; returns (windows, canary check) ."""
+    """Golden check, then load and probes until the gate decides or `duration_s` passes.
+
+    Returns (gate state, windows, canary check)."""
     from .ctr import CtrSource
     from .measure import LiveMeasurement
 
     m = LiveMeasurement(analysis)
     ok, reason, culprit = await m.check_canary()
+    gate = analysis.gate
+    state = gate.new_state()
     if not ok:
-        return [], (ok, reason, culprit)
+        return state, 0, (ok, reason, culprit)
     ctr = None
     if analysis.config.ctr is not None:
         ctr = CtrSource(analysis.config.ctr, analysis.config.stable, analysis.config.canary)
@@ -101,13 +113,15 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
 
         bar = tqdm(total=int(round(duration_s)), unit="s", file=sys.stderr, desc=f"judge {analysis.name}",
                    bar_format="{desc}: {bar} {n_fmt}/{total_fmt} s {postfix}")
-    windows = []
+    windows = 0
     loop = asyncio.get_running_loop()
-    # The whole golden set first (as pre-rollout does): a short run then still
-    # has every golden input's evidence on accuracy.
+    # The whole golden set first, before any load (as pre-rollout does).
     golden = await m.golden_check()
     golden.reference_inputs = analysis.reference_inputs
-    windows.append(golden)
+    gate.update(state, golden)
+    windows += 1
+    if state.outcome != "continue":
+        return state, windows, (True, reason, None)
     await m.start()
     t0 = loop.time()
     w_start = t0
@@ -124,12 +138,15 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
                 if ctr is not None:
                     w.ctr = await loop.run_in_executor(None, ctr.fetch, now - w_start)
                 w.reference_inputs = analysis.reference_inputs
-                windows.append(w)
+                gate.update(state, w)  # constant cost: the state holds sums, not windows
+                windows += 1
                 probes += len(w.probes)
                 w_start = now
+                if state.outcome != "continue":
+                    break
             if bar is not None:
                 bar.n = min(int(now - t0), bar.total)
-                bar.set_postfix_str(f"windows {len(windows)}, probes {probes + m.pending_probes()}")
+                bar.set_postfix_str(f"windows {windows}, {state.outcome}, probes {probes + m.pending_probes()}")
     finally:
         await m.stop()
         if ctr is not None:
@@ -137,7 +154,7 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
         if bar is not None:
             bar.n = bar.total
             bar.close()
-    return windows, (True, reason, None)
+    return state, windows, (True, reason, None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,10 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     interval = args.interval or min(analysis.interval_s, args.duration)
 
-    from analyses.judge import judge_run
-
     started = time.monotonic()
-    windows, (ok, reason, culprit) = asyncio.run(
+    state, windows, (ok, reason, culprit) = asyncio.run(
         _measure(analysis, args.duration, interval,
                  progress=args.progress or (not args.no_progress and sys.stderr.isatty())))
     if not ok:
@@ -169,14 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(args.json_path, {"outcome": "fail" if culprit == "canary" else "nodata", "passed": False,
                                      "reason": reason})
         return EXIT_FAIL if culprit == "canary" else EXIT_ERROR
-    verdict = judge_run(windows, analysis.judge_config)
-    report(verdict, analysis.name, len(windows), time.monotonic() - started, sys.stdout)
+    verdict = analysis.gate.verdict(state)
+    report(verdict, analysis.name, windows, time.monotonic() - started, sys.stdout)
     _write_json(args.json_path, verdict.to_dict())
-    if verdict.passed:
-        return EXIT_PASS
-    if verdict.outcome == "nodata":
-        return EXIT_ERROR
-    return EXIT_FAIL if verdict.phase == "Failed" or verdict.outcome == "marginal" else EXIT_ERROR
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(verdict.outcome, EXIT_ERROR)
 
 
 def _write_json(path: str | None, data: dict) -> None:

@@ -64,11 +64,6 @@ def _signature_diff(stable: dict[str, Any] | None, canary: dict[str, Any] | None
     return "; ".join(problems) if problems else None
 
 
-def _probe_traffic(pred, errors_by_code: dict[str, int]) -> VersionTraffic:
-    n = int(len(pred))
-    return VersionTraffic(requests=n, errors=int((pred < 0).sum()), errors_by_code=dict(errors_by_code))
-
-
 class LiveMeasurement:
     """Load and probes of one run; every method runs on the session loop."""
 
@@ -176,20 +171,25 @@ class LiveMeasurement:
         """The open window's load and probe results (no CTR); a new window starts."""
         from loadtest.load import to_version_traffic
 
-        stable = to_version_traffic(self._load["stable"].take_window()) if "stable" in self._load else VersionTraffic()
-        canary = to_version_traffic(self._load["canary"].take_window()) if "canary" in self._load else VersionTraffic()
+        def traffic(version: str) -> VersionTraffic:
+            if version not in self._load:
+                return VersionTraffic()
+            t = to_version_traffic(self._load[version].take_window())
+            t.deadline_s = self.config.load.timeout_s  # failed requests count as latency at the deadline
+            return t
+
         probes = self._prober.take_window().to_probe_pairs() if self._prober is not None else ProbePairs()
-        return Window(stable=stable, canary=canary, probes=probes)
+        return Window(stable=traffic("stable"), canary=traffic("canary"), probes=probes)
 
     async def golden_check(self) -> Window:
-        """The whole golden set on both versions now, as a window of probes only."""
-        # Wide enough that a slow canary (hundreds of ms) still finishes the set within the hook deadline.
-        stats = await self._ensure_prober().probe_all(concurrency=64)
-        pairs = stats.to_probe_pairs()
-        # Count the probes as requests so a canary that fails them fails the error-rate check;
-        # their closed-loop latencies are not load latencies and stay out.
-        return Window(stable=_probe_traffic(pairs.stable_pred, stats.stable_errors_by_code),
-                      canary=_probe_traffic(pairs.canary_pred, stats.canary_errors_by_code), probes=pairs)
+        """The whole golden set on both versions, before any load: a window of probes only.
+
+        The session runs it before the load starts, so its burst never lands in
+        the latency evidence; failed probes count as errors of their version
+        (analyses.gate counts probes in the error checks).
+        """
+        stats = await self._ensure_prober().probe_all(concurrency=16)
+        return Window(probes=stats.to_probe_pairs(), golden=True)
 
     async def check_canary(self) -> tuple[bool, str, str | None]:
         """(ok, reason, culprit): the canary has an AVAILABLE version and stable's signature.

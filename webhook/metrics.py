@@ -1,9 +1,13 @@
 """Prometheus metrics of the service, on a registry passed in (no globals).
 
-Gauges are per analysis and version and hold the values of the newest closed
-window, so a Flagger MetricTemplate or an Argo `prometheus` metric can use
-them directly, e.g. `shadowgate_accuracy_ratio{analysis="digits",version="canary"}`.
-When several runs of one analysis overlap, the newest window wins.
+Per-run series are labelled with the rollout (`namespace`, `name`: the
+Canary or Rollout) beside `analysis` and `version`, hold the newest window's
+values and the run's decision, and are removed when the run ends, so a new
+rollout never reads the previous one's figures. A check without data in a
+window publishes nothing for it. A Flagger MetricTemplate or an Argo
+`prometheus` metric reads them directly, e.g.
+`shadowgate_decision{namespace="test",name="podinfo"}` (1 pass, 0 continue,
+-1 fail).
 
 Units: seconds, ratios 0..1.
 """
@@ -18,17 +22,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from analyses.window import Window
 
-# shadowgate_verdict: one number a threshold can read.
-VERDICT_VALUES = {"pass": 1.0, "marginal": 0.5, "fail": 0.0, "nodata": -1.0}
+# shadowgate_decision: one number a threshold can read.
+DECISION_VALUES = {"pass": 1.0, "continue": 0.0, "fail": -1.0}
 
-# The judge's drift checks (analyses.checks): shadowgate_drift_score{kind=<name>}.
+# The drift reports (analyses.checks): shadowgate_drift_score{kind=<name>}.
 DRIFT_CHECKS = ("prediction_scores", "prediction_classes", "prediction_agreement", "input_drift")
+RUN = ["analysis", "namespace", "name"]
 
 _WEBHOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 8.0, 10.0)
 
 
-def version_values(window: Window) -> dict[str, dict[str, float | None]]:
-    """Per version ('stable', 'canary'): accuracy, p99 latency (s), error ratio and CTR of a window."""
+def version_values(window: Window, report: Any) -> dict[str, dict[str, float | None]]:
+    """Per version: accuracy, P99 latency (s, errors at the deadline), error ratio, CTR of a window.
+
+    A figure the gate did not count in this window (too few samples, stable
+    down, the golden burst) is None: it is not published.
+    """
+    from analyses.gate import with_errors
+
+    checks = report.checks if report is not None else {}
     p = window.probes
     out: dict[str, dict[str, float | None]] = {}
     for version in ("stable", "canary"):
@@ -36,10 +48,15 @@ def version_values(window: Window) -> dict[str, dict[str, float | None]]:
         pred = getattr(p, f"{version}_pred")
         ok = pred >= 0
         accuracy = float(np.mean(pred[ok] == p.labels[ok])) if ok.any() else None
-        p99 = float(np.percentile(traffic.latencies_s, 99)) if traffic.latencies_s.size else None
-        error_ratio = traffic.errors / traffic.requests if traffic.requests else None
+        p99 = None
+        if checks.get("latency", {}).get("measured"):
+            lat = with_errors(traffic)
+            p99 = float(np.quantile(lat, 0.99)) if lat.size else None
+        n = traffic.requests + pred.size
+        errors = traffic.errors + int(np.count_nonzero(~ok))
+        error_ratio = errors / n if n else None
         ctr = None
-        if window.ctr is not None:
+        if window.ctr is not None and checks.get("ctr", {}).get("measured"):
             clicks = getattr(window.ctr, f"{version}_clicks")
             shown = getattr(window.ctr, f"{version}_impressions")
             ctr = clicks / shown if shown > 0 else None
@@ -53,7 +70,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        av = ["analysis", "version"]
+        av = RUN + ["version"]
         self.accuracy = Gauge("shadowgate_accuracy_ratio", "Golden-set accuracy of the newest window (0..1)",
                               av, registry=r)
         self.latency_p99 = Gauge("shadowgate_latency_p99_seconds", "P99 latency of the newest window (seconds)",
@@ -61,13 +78,21 @@ class Metrics:
         self.error_ratio = Gauge("shadowgate_error_ratio", "Failed requests / requests in the newest window",
                                  av, registry=r)
         self.ctr = Gauge("shadowgate_ctr_ratio", "Clicks / impressions in the newest window", av, registry=r)
-        self.drift = Gauge("shadowgate_drift_score", "Drift check value of the newest window",
-                           ["analysis", "kind"], registry=r)
-        self.verdict = Gauge("shadowgate_verdict",
-                             "Newest verdict: 1 pass, 0.5 marginal, 0 fail, -1 no data", ["analysis"], registry=r)
-        self.score = Gauge("shadowgate_score", "Score of the newest verdict (0..1)", ["analysis"], registry=r)
-        self.windows = Counter("shadowgate_windows", "Windows closed and judged", ["analysis", "outcome"],
-                               registry=r)
+        self.drift = Gauge("shadowgate_drift_score", "Drift report value of the newest window (not gating)",
+                           RUN + ["kind"], registry=r)
+        self.decision = Gauge("shadowgate_decision", "The run's decision: 1 pass, 0 continue, -1 fail",
+                              RUN, registry=r)
+        self.estimate = Gauge("shadowgate_check_estimate",
+                              "A gated check's estimate over the run, in its thresholds' units "
+                              "(latency x-fold, accuracy drop and error rates 0..1, CTR relative drop)",
+                              RUN + ["check"], registry=r)
+        self.threshold = Gauge("shadowgate_check_threshold", "A gated check's alert and rollback thresholds",
+                               RUN + ["check", "kind"], registry=r)
+        self.evidence = Gauge("shadowgate_check_evidence",
+                              "Log-likelihood ratio of rollback against alert (fails at log(1/alpha))",
+                              RUN + ["check"], registry=r)
+        self.windows = Counter("shadowgate_windows", "Windows closed, by their health (ok, golden, stable_down, "
+                               "overloaded)", ["analysis", "health"], registry=r)
         self.probes = Counter("shadowgate_probes", "Shadow probe requests by outcome (ok, error)",
                               ["analysis", "version", "outcome"], registry=r)
         self.load = Counter("shadowgate_load_requests", "Load requests by status (OK or the error code)",
@@ -96,36 +121,61 @@ class Metrics:
         """One webhook answer: `seconds` from request to response."""
         self.webhook.labels(caller, hook, str(status)).observe(seconds)
 
-    def observe_window(self, analysis: str, window: Window, verdict: Any | None) -> None:
-        """Publish a closed window's values and its verdict."""
-        for version, values in version_values(window).items():
-            for gauge, key in ((self.accuracy, "accuracy"), (self.latency_p99, "latency_p99_s"),
-                               (self.error_ratio, "error_ratio"), (self.ctr, "ctr")):
-                v = values[key]
+    def observe_window(self, run: Any, window: Window, report: Any, verdict: Any) -> None:
+        """Publish a closed window's values and the run's decision, labelled with the rollout."""
+        key = (run.analysis, run.namespace, run.name)
+        for version, values in version_values(window, report).items():
+            for gauge, k in ((self.accuracy, "accuracy"), (self.latency_p99, "latency_p99_s"),
+                             (self.error_ratio, "error_ratio"), (self.ctr, "ctr")):
+                v = values[k]
                 if v is not None and math.isfinite(v):
-                    gauge.labels(analysis, version).set(v)
+                    gauge.labels(*key, version).set(v)
+                else:
+                    _remove(gauge, *key, version)
             traffic = getattr(window, version)
             ok = traffic.requests - traffic.errors
             if ok:
-                self.load.labels(analysis, version, "OK").inc(ok)
+                self.load.labels(run.analysis, version, "OK").inc(ok)
             for code, n in traffic.errors_by_code.items():
                 if n:
-                    self.load.labels(analysis, version, str(code)).inc(n)
+                    self.load.labels(run.analysis, version, str(code)).inc(n)
             pred = getattr(window.probes, f"{version}_pred")
             n_ok = int(np.count_nonzero(pred >= 0))
             if n_ok:
-                self.probes.labels(analysis, version, "ok").inc(n_ok)
+                self.probes.labels(run.analysis, version, "ok").inc(n_ok)
             if pred.size - n_ok:
-                self.probes.labels(analysis, version, "error").inc(pred.size - n_ok)
-        if verdict is None:
-            return
-        self.verdict.labels(analysis).set(VERDICT_VALUES.get(verdict.outcome, -1.0))
-        if verdict.score is not None and math.isfinite(verdict.score):
-            self.score.labels(analysis).set(verdict.score)
-        self.windows.labels(analysis, verdict.outcome).inc()
-        for check in verdict.checks:
-            if check.name not in DRIFT_CHECKS:
+                self.probes.labels(run.analysis, version, "error").inc(pred.size - n_ok)
+        self.windows.labels(run.analysis, report.health if report is not None else "ok").inc()
+        self.decision.labels(*key).set(DECISION_VALUES.get(verdict.outcome, 0.0))
+        for c in verdict.checks:
+            if c.name in DRIFT_CHECKS:
+                if c.measured and c.canary is not None and math.isfinite(c.canary):
+                    self.drift.labels(*key, c.name).set(float(c.canary))
                 continue
-            value = check.canary if check.canary is not None else check.difference
-            if value is not None and math.isfinite(value):
-                self.drift.labels(analysis, check.name).set(float(value))
+            if c.estimate is not None and math.isfinite(c.estimate):
+                self.estimate.labels(*key, c.name).set(c.estimate)
+            if c.alert is not None:
+                self.threshold.labels(*key, c.name, "alert").set(c.alert)
+                self.threshold.labels(*key, c.name, "rollback").set(c.rollback)
+            if c.measured:
+                self.evidence.labels(*key, c.name).set(max(c.fail_evidence, -1e6))
+
+    def forget_run(self, run: Any) -> None:
+        """Remove a finished run's series: nothing stale for the next rollout to read."""
+        key = (run.analysis, run.namespace, run.name)
+        for gauge in (self.accuracy, self.latency_p99, self.error_ratio, self.ctr, self.drift, self.decision,
+                      self.estimate, self.threshold, self.evidence):
+            for labels in list(_label_sets(gauge)):
+                if labels[:3] == key:
+                    _remove(gauge, *labels)
+
+
+def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
+    return list(gauge._metrics.keys())  # prometheus_client keeps the children by label tuple
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass

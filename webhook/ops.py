@@ -51,6 +51,7 @@ def metrics():
 def _run_summary(run) -> dict:
     d = run.to_dict()
     verdict = d.pop("verdict")
+    d.pop("state", None)  # the gate's sufficient statistics: internal
     d["verdict"] = None
     if verdict:
         from analyses.judge import Verdict

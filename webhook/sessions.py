@@ -1,21 +1,27 @@
-"""Analysis sessions: one per run, measuring in the background.
+"""Analysis sessions: one per run, measuring in the background, one run state read by every hook.
 
-A session starts on a run's first hook call and then works on its own:
-load on the canary (and stable), shadow probes to both, and a window closed
-every `interval_s` seconds, judged and stored. Hooks only read what the
-session has already measured, under a lock, so they answer in milliseconds;
-the few that need a live check (confirm-rollout, pre-rollout, a first Argo
-call) run it on the session loop with a hard deadline below the callers'
-10 s timeout.
+A session starts at a run's pre-rollout (or Argo's first call) and works on
+its own: the golden-set check first (every golden row once on both versions,
+before any load, so its burst never lands in the latency evidence), then
+open-loop load on both versions and shadow probes, and a window closed every
+`interval_s` seconds. Each window updates the run's gate state
+(analyses.gate: sufficient statistics, constant cost per window), which is
+stored with the window, so any process with the store can take the run over.
+
+Hooks never measure and never wait: they read the session's current
+decision (a Verdict replaced whole after each window, read without a lock),
+so Flagger's rollout, rollback, confirm-* hooks and Argo's answers all come
+from the same state and cannot contradict each other. A failed run stays
+failed (the gate never leaves "fail").
 
 Threads: Flask handler threads call the sync methods; every coroutine runs
-on one background asyncio loop thread owned by the SessionManager; judging
-and SQLite writes go to a small thread pool so they never stall the load
-generator's timetable.
+on one background asyncio loop thread owned by the SessionManager; gate
+updates and SQLite writes go to a small thread pool so they never stall the
+load generator's timetable.
 
-Why one worker process: the gate state (windows, cursors, verdicts) lives in
-this process. Several workers would each keep a partial run and answer
-differently (the problem of Flagger's own load tester with replicas).
+Why one worker process: a live session's load generator and prober live in
+this process; several workers would each start their own. The run state is
+in the store after every window, so a restarted process resumes the run.
 """
 
 from __future__ import annotations
@@ -26,10 +32,9 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from analyses.window import Window, merge_windows
+from analyses.window import Window
 
 from .codec import decode_window, encode_window
 from .config import Analysis, Settings
@@ -66,85 +71,46 @@ def run_id_for(caller: str, analysis: str, namespace: str, name: str, revision: 
     return "run-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def is_failing(verdict: Any) -> bool:
-    """A verdict that blocks a step: phase Failed.
-
-    "marginal" (Inconclusive) lets a step go on, as in Kayenta: only the
-    promotion needs a clear pass. "nodata" fails only when the judge is
-    configured to (`on_no_data: fail`).
-    """
-    return verdict is not None and verdict.phase == "Failed"
-
-
 def _one_line(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _judge(window: Window, config: Any, look: int | None = None):
-    from analyses.judge import judge
-
-    return judge(window, config, look=look)
-
-
-def _judge_run(windows: list[Window], config: Any):
-    from analyses.judge import judge_run
-
-    return judge_run(windows, config)
-
-
-def _verdict_from_dict(d: dict[str, Any]):
-    from analyses.judge import Verdict
+def verdict_from_dict(d: dict[str, Any]):
+    from analyses.results import Verdict
 
     return Verdict.from_dict(d)
 
 
-def nodata_verdict(reason: str):
-    """A verdict that says there is nothing to judge yet (passed False, phase Inconclusive)."""
-    from analyses.judge import Verdict
+def waiting_verdict(reason: str):
+    """The decision of a run with no evidence yet: continue (Argo: Inconclusive)."""
+    from analyses.results import Verdict
 
-    return Verdict.from_dict({"outcome": "nodata", "passed": False, "phase": "Inconclusive",
-                              "score": None, "reason": _one_line(reason), "checks": [],
-                              "critical_failure": False})
-
-
-@dataclass
-class Answer:
-    """What a hook reads from a session: a verdict and the windows it covers."""
-
-    verdict: Any
-    windows: list[int]
-    fresh: bool  # True when the windows were not reported to this caller before
+    return Verdict(outcome="continue", passed=False, phase="Inconclusive", reason=_one_line(reason))
 
 
 class Session:
-    """One run's measurements, windows and verdicts."""
+    """One run's measurement and its gate state."""
 
     def __init__(self, manager: "SessionManager", run: RunRecord, analysis: Analysis,
                  measurement: Measurement) -> None:
         self.manager = manager
         self.run = run
         self.analysis = analysis
+        self.gate = analysis.gate
         self.measurement = measurement
-        self._lock = threading.Lock()
-        self.windows: list[Window] = []
-        self.window_verdicts: list[tuple[int, Any]] = []  # (seq, Verdict)
-        self.run_verdict: Any = None
+        self._update_lock = threading.Lock()  # one gate update at a time
+        self.state = self.gate.new_state()
+        self.verdict = waiting_verdict("no window closed yet: the golden-set check and the first window "
+                                       "are being measured")
+        self.last_report: Any = None
         self.seq = 0
-        # Per caller: newest window seq already answered ("rollout" for
-        # Flagger, "argo"), and a precomputed verdict of the windows since
-        # (judged in the pool when a window closes, so the hook only reads it).
-        self.cursor = "argo" if run.caller == "argo" else "rollout"
-        self.cursors: dict[str, int] = {self.cursor: 0}
-        self._pending: dict[str, tuple[list[int], Any]] = {}
+        self.golden_done = concurrent.futures.Future()
         self.last_call = time.monotonic()
         self.window_started = time.time()
-        self.started = False
         self.stopped = False
         self.idle = False
         self.rate_override: float | None = None
-        # Loop-side state. asyncio primitives bind to a loop on first use, so
-        # creating them here (in a handler thread) is safe; only the loop uses them.
         self._task: asyncio.Future | None = None
         self._stop = asyncio.Event()
         self._close_lock = asyncio.Lock()
@@ -152,22 +118,23 @@ class Session:
 
     # ------------------------------------------------------------ restore
 
-    def restore(self, stored: list[StoredWindow]) -> None:
-        """Load windows kept in the store (after a restart), judged verdicts included."""
-        cfg = self.analysis.judge_config
-        for sw in stored:
-            if sw.data is None:
-                continue
-            w = decode_window(sw.data)
-            w.reference_inputs = self.analysis.reference_inputs
-            v = _verdict_from_dict(sw.verdict) if sw.verdict else _judge(w, cfg, look=sw.seq)
-            self.windows.append(w)
-            self.window_verdicts.append((sw.seq, v))
-            self.seq = max(self.seq, sw.seq)
-        if self.windows:
-            self.run_verdict = _judge_run(self.windows, cfg)
-        # Everything stored was answered before the restart, as far as we know.
-        self.cursors[self.cursor] = self.seq
+    def restore(self, run: RunRecord, stored: list[StoredWindow]) -> None:
+        """Take the run over from the store: its gate state, or a replay of its stored windows."""
+        if run.state:
+            from analyses.gate import RunState
+
+            self.state = RunState.from_dict(run.state)
+        else:  # stored before run states were kept: recompute from the windows
+            for sw in stored:
+                if sw.data is not None:
+                    w = decode_window(sw.data)
+                    w.reference_inputs = self.analysis.reference_inputs
+                    self.gate.update(self.state, w)
+        self.seq = max([sw.seq for sw in stored] + [self.state.windows])
+        if self.state.windows:
+            self.verdict = self.gate.verdict(self.state)
+        if any(sw.kind == "golden" for sw in stored):
+            self.golden_done.set_result(self.verdict)
 
     # ------------------------------------------------------------ hook side (any thread)
 
@@ -175,74 +142,26 @@ class Session:
         """A controller called for this run: it is still alive."""
         self.last_call = time.monotonic()
 
-    def latest(self) -> tuple[int, Any] | None:
-        with self._lock:
-            return self.window_verdicts[-1] if self.window_verdicts else None
-
-    def run_level(self) -> Any:
-        with self._lock:
-            return self.run_verdict
-
-    def since(self, cursor: str, *, early: bool = True) -> Answer:
-        """The verdict of the windows closed since `cursor`'s last call, then advance the cursor.
-
-        When none closed and the open window already holds enough probe pairs,
-        close it now (within the hook deadline). With nothing new, the answer
-        is "no data" rather than a repeat of an old verdict, so one bad window
-        is never counted twice by a caller that calls more often than windows close.
-        """
-        answer = self._take_since(cursor)
-        if answer is None and early and self.started and not self.stopped:
-            try:
-                pending = self.measurement.pending_probes()
-            except Exception:
-                pending = 0
-            if pending >= self.analysis.config.min_window_probes:
-                try:
-                    self.manager.call(self.close_window("early"), self.manager.settings.server.hook_deadline_s)
-                except concurrent.futures.TimeoutError:
-                    log.warning("run %s: early window close exceeded the hook deadline", self.run.id)
-                except Exception:
-                    log.exception("run %s: early window close failed", self.run.id)
-                answer = self._take_since(cursor)
-        if answer is not None:
-            return answer
-        with self._lock:
-            n = len(self.window_verdicts)
-        why = ("no window closed since the last call" if n else "no data yet: the first window is still open")
-        return Answer(nodata_verdict(why), [], False)
-
-    def mark_seen(self, cursor: str, seq: int) -> None:
-        """`cursor`'s caller has had the windows up to `seq` (e.g. pre-rollout's golden window)."""
-        with self._lock:
-            self.cursors[cursor] = max(self.cursors.get(cursor, 0), seq)
-            self._pending.pop(cursor, None)
-
-    def _take_since(self, cursor: str) -> Answer | None:
-        with self._lock:
-            last = self.cursors.get(cursor, 0)
-            new = [(s, v) for s, v in self.window_verdicts if s > last]
-            if not new:
-                return None
-            seqs = [s for s, _ in new]
-            self.cursors[cursor] = seqs[-1]
-            pending = self._pending.pop(cursor, None)
-            if len(new) == 1:
-                return Answer(new[0][1], seqs, True)
-            if pending is not None and pending[0] == seqs:
-                return Answer(pending[1], seqs, True)
-            windows = self.windows[len(self.windows) - len(new):]
-        # Rare: windows closed faster than the precomputation; judge their merge here.
-        merged = merge_windows(windows)
-        merged.reference_inputs = self.analysis.reference_inputs
-        return Answer(_judge(merged, self.analysis.judge_config, look=seqs[0]), seqs, True)
+    def decision(self):
+        """The run's current decision (a Verdict; replaced whole after each window)."""
+        return self.verdict
 
     # ------------------------------------------------------------ loop side
 
     async def _main(self) -> None:
-        """Measure until stopped or idle; close a window every interval."""
+        """The golden check (unless done), then load and probes; a window every interval."""
         loop = asyncio.get_running_loop()
         interval = self.analysis.interval_s
+        if not self.golden_done.done():
+            try:
+                await self.golden()
+            except Exception as exc:
+                log.exception("run %s: golden-set check failed", self.run.id)
+                self.manager.event(self.run.id, "error", f"golden-set check failed: {exc!r}")
+                if not self.golden_done.done():
+                    self.golden_done.set_exception(exc)
+        if self._stop.is_set():
+            return
         try:
             await self.measurement.start()
             if self.rate_override is not None:
@@ -273,84 +192,69 @@ class Session:
                     break
         finally:
             try:
-                if self.measurement.pending_probes() > 0:
-                    await self.close_window("final")
-            except Exception:
-                log.exception("run %s: final window", self.run.id)
-            try:
                 await asyncio.wait_for(self.measurement.stop(), 10.0)
             except Exception:
                 log.exception("run %s: stopping measurement", self.run.id)
 
     async def close_window(self, kind: str) -> int | None:
-        """Close the open window: judge it, store it, publish it. Returns its seq (None if empty)."""
+        """Close the open window: update the gate, store it, publish it. Returns its seq (None if empty)."""
         loop = asyncio.get_running_loop()
         async with self._close_lock:
             started, ended = self.window_started, time.time()
             window = self.measurement.take_window()
             self.window_started = ended
             self._next_close = loop.time() + self.analysis.interval_s
-            if (window.stable.requests == 0 and window.canary.requests == 0 and len(window.probes) == 0):
+            if window.stable.requests == 0 and window.canary.requests == 0 and len(window.probes) == 0:
                 return None
             ctr = self.manager.ctr_source(self.analysis)
             if ctr is not None:
-                window.ctr = await loop.run_in_executor(self.manager.io_pool, ctr.fetch, ended - started)
+                try:  # a silent Prometheus costs this window its CTR, never the hooks their answers
+                    window.ctr = await asyncio.wait_for(
+                        loop.run_in_executor(self.manager.io_pool, ctr.fetch, ended - started),
+                        ctr.config.timeout_s + 1.0)
+                except Exception:
+                    window.ctr = None
             return await self._add_window(window, kind, started, ended)
 
-    async def _add_window(self, window: Window, kind: str, started: float, ended: float,
-                          config: Any = None) -> int:
+    async def _add_window(self, window: Window, kind: str, started: float, ended: float) -> int:
         loop = asyncio.get_running_loop()
         window.reference_inputs = self.analysis.reference_inputs
-        with self._lock:
+        return await loop.run_in_executor(self.manager.judge_pool, self._update_and_store,
+                                          window, kind, started, ended)
+
+    def _update_and_store(self, window: Window, kind: str, started: float, ended: float) -> int:
+        with self._update_lock:
             self.seq += 1
             seq = self.seq
-        return await loop.run_in_executor(self.manager.judge_pool, self._judge_and_store,
-                                          window, kind, seq, started, ended, config)
-
-    def _judge_and_store(self, window: Window, kind: str, seq: int, started: float, ended: float,
-                         window_config: Any = None) -> int:
-        cfg = self.analysis.judge_config
-        verdict = _judge(window, window_config or cfg, look=seq)
-        with self._lock:
-            windows = self.windows + [window]
-        run_verdict = _judge_run(windows, cfg)
-        # Precompute, for each caller that has fallen more than one window
-        # behind, the verdict of everything it has not seen yet.
-        pending: dict[str, tuple[list[int], Any]] = {}
-        with self._lock:
-            seqs_all = [s for s, _ in self.window_verdicts] + [seq]
-            cursors = dict(self.cursors)
-        for c, last in cursors.items():
-            seqs = [s for s in seqs_all if s > last]
-            if len(seqs) > 1:
-                merged = merge_windows(windows[len(windows) - len(seqs):])
-                merged.reference_inputs = self.analysis.reference_inputs
-                pending[c] = (seqs, _judge(merged, cfg, look=seqs[0]))
+            was = self.state.outcome
+            report = self.gate.update(self.state, window)
+            verdict = self.gate.verdict(self.state)
+            state = self.state.to_dict()
+        stored = verdict.to_dict()
+        stored["window"] = report.to_dict()
         self.manager.store.add_window(StoredWindow(
             run_id=self.run.id, seq=seq, kind=kind, started_at=started, ended_at=ended,
-            verdict=verdict.to_dict(), data=encode_window(window)))
-        self.manager.store.update_run(self.run.id, verdict=run_verdict.to_dict())
-        with self._lock:
-            self.windows.append(window)
-            self.window_verdicts.append((seq, verdict))
-            self.run_verdict = run_verdict
-            self._pending.update(pending)
-        self.manager.metrics.observe_window(self.analysis.name, window, verdict)
+            verdict=stored, data=encode_window(window)))
+        self.manager.store.update_run(self.run.id, verdict=verdict.to_dict(), state=state)
+        self.verdict, self.last_report = verdict, report
+        self.manager.metrics.observe_window(self.run, window, report, verdict)
         self.manager.event(self.run.id, "window",
-                           f"window {seq} ({kind}): {verdict.outcome}: {_one_line(verdict.reason, 200)}",
-                           {"seq": seq, "outcome": verdict.outcome, "score": verdict.score})
+                           f"window {seq} ({kind}, {report.health}): {verdict.outcome}: "
+                           f"{_one_line(verdict.reason, 300)}", {"seq": seq, "outcome": verdict.outcome})
+        if verdict.outcome != was and verdict.outcome != "continue":
+            self.manager.event(self.run.id, "decision", f"run {verdict.outcome} at window {seq}: "
+                                                        f"{_one_line(verdict.reason, 600)}")
         return seq
 
-    async def golden(self) -> tuple[int | None, Any]:
-        """Probe the whole golden set on both versions now; store it as a window and judge it."""
+    async def golden(self) -> Any:
+        """Probe the whole golden set on both versions (no load running); one window of evidence."""
         started = time.time()
         window = await self.measurement.golden_check()
-        seq = await self._add_window(window, "golden", started, time.time(), self.analysis.golden_judge_config)
-        with self._lock:
-            for s, v in self.window_verdicts:
-                if s == seq:
-                    return seq, v
-        return seq, None
+        window.golden = True
+        await self._add_window(window, "golden", started, time.time())
+        if not self.golden_done.done():
+            self.golden_done.set_result(self.verdict)
+        return self.verdict
 
 
 class SessionManager:
@@ -367,7 +271,7 @@ class SessionManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ctr: dict[str, Any] = {}
-        # Judging is CPU work, storing is disk work: neither may run on the loop.
+        # Gate updates are CPU work, storing is disk work: neither may run on the loop.
         self.judge_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="judge")
         self.io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="session-io")
         self._events = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeline")
@@ -397,13 +301,12 @@ class SessionManager:
         return self._thread is None or self._thread.is_alive()
 
     def call(self, coro, timeout_s: float):
-        """Run `coro` on the session loop; wait at most `timeout_s` seconds (concurrent.futures.TimeoutError)."""
+        """Run `coro` on the session loop; wait at most `timeout_s` seconds (concurrent.futures.TimeoutError).
+
+        On timeout the work goes on in the background; the caller answers without it.
+        """
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            # The work goes on in the background; the caller answers without it.
-            raise
+        return fut.result(timeout=max(timeout_s, 0.0))
 
     def ctr_source(self, analysis: Analysis):
         cfg = analysis.config.ctr
@@ -445,8 +348,8 @@ class SessionManager:
     # ------------------------------------------------------------ runs
 
     def open_run(self, caller: str, analysis: str, namespace: str, name: str, revision: str, *,
-                 restart_final: bool) -> RunRecord:
-        """The run for this rollout: the live one, the stored one, or a new one.
+                 restart_final: bool, create: bool = True) -> RunRecord | None:
+        """The run for this rollout: the live one, the stored one, or a new one (None if not `create`).
 
         restart_final: a finished run (succeeded/failed) gets a new attempt
         (a rollout of the same revision that starts again).
@@ -459,6 +362,8 @@ class SessionManager:
                 return live.run
             rec = self.store.find_run(caller, analysis, namespace, name, revision)
             if rec is not None and not (restart_final and rec.status in FINAL_STATUSES):
+                return rec
+            if not create:
                 return rec
             attempt = 1 if rec is None else rec.attempt + 1
             rec = RunRecord(id=run_id_for(caller, analysis, namespace, name, revision, attempt),
@@ -477,8 +382,8 @@ class SessionManager:
     def session(self, run: RunRecord, *, start: bool) -> Session | None:
         """The live session of `run`; with `start`, create (or resume) it and begin measuring.
 
-        Never waits for the session loop: the measurement starts in the
-        background and hooks read whatever it has gathered.
+        Never waits for the session loop: the golden check and the load start
+        in the background and hooks read whatever the run state says.
         """
         with self._lock:
             s = self._sessions.get(run.id)
@@ -488,20 +393,19 @@ class SessionManager:
                 return None
             analysis = self.settings.analyses[run.analysis]
             s = Session(self, run, analysis, self.factory(analysis))
+            # Restore under the lock: a second caller must not see a half-loaded session.
+            stored = self.store.windows(run.id, with_data=not run.state)
+            if stored or run.state:
+                s.restore(run, stored)
             self._sessions[run.id] = s
             self._live_keys[(run.caller, run.analysis, run.namespace, run.name, run.revision)] = run.id
-            # Restore under the lock: a second caller must not see a half-loaded session.
-            stored = self.store.windows(run.id, with_data=True)
-            if stored:
-                s.restore(stored)
-            s.started = True
             s._task = asyncio.run_coroutine_threadsafe(self._supervise(s), self.loop)
             self.metrics.sessions.set(len([x for x in self._sessions.values() if not x.stopped]))
         resumed = bool(stored) or run.status == "idle"
         run.status = "running"
         self.store.update_run(run.id, status="running")
-        self.event(run.id, "session", f"session resumed with {len(stored)} stored windows"
-                   if resumed else "session started: load and probes running")
+        self.event(run.id, "session", f"session resumed after {len(stored)} stored windows"
+                   if resumed else "session started: golden-set check, then load and probes")
         return s
 
     async def _supervise(self, s: Session) -> None:
@@ -511,6 +415,8 @@ class SessionManager:
             log.exception("run %s: session failed", s.run.id)
         finally:
             s.stopped = True
+            if not s.golden_done.done():
+                s.golden_done.cancel()
             with self._lock:
                 if self._sessions.get(s.run.id) is s:
                     del self._sessions[s.run.id]
@@ -526,37 +432,31 @@ class SessionManager:
                 self.event(s.run.id, "session", "no call from the controller for "
                            f"{self.settings.server.idle_timeout():.0f} s: load stopped (resumes on the next call)")
 
-    def stop(self, s: Session, timeout_s: float) -> None:
-        """Stop a session's measurement (a final window is closed first); wait up to `timeout_s` seconds."""
+    def stop(self, s: Session) -> concurrent.futures.Future | None:
+        """Ask a session to stop (its load ends in the background); returns its task to wait on if needed."""
         if s._task is None or s.stopped:
-            return
+            return None
         self.loop.call_soon_threadsafe(s._stop.set)
-        try:
-            s._task.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            log.warning("run %s: session still stopping after %.1f s", s.run.id, timeout_s)
-        except Exception:
-            log.exception("run %s: session ended with an error", s.run.id)
+        return s._task
 
-    def finish(self, run: RunRecord, status: str, timeout_s: float) -> Any:
-        """End a run (post-rollout): stop its session, store the final status and run-level verdict."""
+    def stored_decision(self, run: RunRecord) -> Any:
+        """A run's decision from the store (no session)."""
+        if run.verdict:
+            return verdict_from_dict(run.verdict)
+        return waiting_verdict("the run has no window yet")
+
+    def decision(self, run: RunRecord) -> Any:
         s = self.live(run.id)
-        verdict = None
+        return s.decision() if s is not None else self.stored_decision(run)
+
+    def finish(self, run: RunRecord, status: str) -> Any:
+        """End a run (post-rollout): record its final status now; its load stops in the background."""
+        s = self.live(run.id)
+        verdict = s.decision() if s is not None else self.stored_decision(run)
         if s is not None:
-            self.stop(s, timeout_s)
-            verdict = s.run_level()
-        else:
-            stored = self.store.windows(run.id, with_data=True)
-            if stored:
-                analysis = self.settings.analyses[run.analysis]
-                ws = []
-                for sw in stored:
-                    if sw.data is not None:
-                        w = decode_window(sw.data)
-                        w.reference_inputs = analysis.reference_inputs
-                        ws.append(w)
-                verdict = _judge_run(ws, analysis.judge_config) if ws else None
-        self.store.update_run(run.id, status=status, verdict=verdict.to_dict() if verdict is not None else None)
+            self.stop(s)
+        self.store.update_run(run.id, status=status)
+        self.metrics.forget_run(run)
         return verdict
 
     def active(self) -> list[Session]:

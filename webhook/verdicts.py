@@ -1,9 +1,10 @@
 """Verdicts as the callers see them: JSON-safe dictionaries.
 
-Argo evaluates `successCondition` on the JSON it receives
-(`result.passed == true`, `result.accuracy.delta > -0.02`), so checks appear
-both under `checks` and at the top level by name, with `delta` as an alias
-of `difference`. NaN and infinities become null: they are not JSON.
+Argo evaluates `successCondition` / `failureCondition` on the JSON it
+receives (`result.failed == false`, `result.latency.estimate < 1.5`), and a
+missing or null field is a measurement Error there, so every answer has
+the same keys, numbers where a check has no data yet (with
+`measured: false`). Checks appear under `checks` and at the top level by name.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-CHECK_FIELDS = ("stable", "canary", "difference", "ratio", "test", "p_value", "ci", "verdict", "critical", "reason")
 # Top-level keys a check name must not shadow.
-RESERVED = {"passed", "phase", "outcome", "score", "reason", "checks", "run", "analysis", "scope",
-            "windows", "fresh", "critical_failure", "rollout", "revision", "namespace", "status"}
+RESERVED = {"passed", "failed", "decision", "phase", "reason", "checks", "run", "analysis", "windows",
+            "decided_at", "window_health", "warnings", "rollout", "revision", "namespace", "status", "report"}
 
 
 def json_safe(value: Any) -> Any:
@@ -55,29 +55,65 @@ def one_line(text: Any, limit: int = 400) -> str:
 
 
 def summary(verdict: Any) -> dict[str, Any]:
-    """The short form used in Flagger replies and run listings."""
+    """The short form used in run listings."""
     return json_safe({
         "outcome": verdict.outcome,
         "passed": bool(verdict.passed),
         "phase": verdict.phase,
-        "score": verdict.score,
         "reason": one_line(verdict.reason),
-        "critical_failure": bool(verdict.critical_failure),
+        "decided_at": verdict.decided_at,
     })
 
 
-def argo_body(verdict: Any, **context: Any) -> dict[str, Any]:
-    """The full answer for Argo's web provider: verdict, checks by name, and shortcuts."""
+def report_url(svc: Any, run_id: str) -> str | None:
+    """The run's report page under `server.public_url`, or None when no public URL is configured."""
+    base = svc.settings.server.public_url
+    return f"{base.rstrip('/')}/reports/{run_id}" if base else None
+
+
+# Every check appears with every key, as numbers (0 where not measured yet,
+# with measured: false), so an Argo condition never reads a null.
+_NUMERIC = ("stable", "canary", "estimate", "window_estimate", "alert", "rollback", "llr", "fail_evidence",
+            "fail_at", "pass_at", "alpha", "beta", "ci_low", "ci_high")
+
+
+def check_dict(check: Any) -> dict[str, Any]:
+    """One check's figures under fixed keys (Argo's conditions read them)."""
+    d = {k: getattr(check, k, None) for k in _NUMERIC if not k.startswith("ci_")}
+    ci = getattr(check, "ci", None)
+    d["ci_low"], d["ci_high"] = (ci if ci is not None else (None, None))
+    d = json_safe(d)
+    for k in _NUMERIC:
+        if d.get(k) is None:
+            d[k] = 0.0
+    d.update(verdict=check.verdict, failed=check.verdict == "fail", passed=check.verdict == "pass",
+             measured=bool(check.measured), critical=bool(check.critical), windows=int(check.windows),
+             reason=one_line(check.reason))
+    return d
+
+
+def argo_body(verdict: Any, *, gated: list[str], **context: Any) -> dict[str, Any]:
+    """The answer for Argo's web provider: the run's decision, every gated check by name.
+
+    `decision` is "pass", "fail" or "continue"; `failed` and `passed` are
+    its booleans. Every gated check is present from the first answer on.
+    """
+    from analyses.results import CheckResult
+
     body: dict[str, Any] = {
-        "passed": bool(verdict.passed),
+        "decision": verdict.outcome,
+        "passed": verdict.outcome == "pass",
+        "failed": verdict.outcome == "fail",
         "phase": verdict.phase,
-        "outcome": verdict.outcome,
-        "score": verdict.score,
         "reason": one_line(verdict.reason),
-        "critical_failure": bool(verdict.critical_failure),
+        "windows": int(verdict.look or 0),
+        "decided_at": int(verdict.decided_at or 0),
+        "window_health": verdict.window_health or "none",
+        "warnings": [one_line(w) for w in verdict.warnings],
     }
     body.update(context)
-    checks = {c.name: check_dict(c) for c in verdict.checks}
+    by_name = {c.name: c for c in verdict.checks}
+    checks = {name: check_dict(by_name.get(name) or CheckResult(name=name)) for name in gated}
     body["checks"] = checks
     for name, values in checks.items():
         if name not in RESERVED:
