@@ -248,6 +248,8 @@ class ServerConfig(_Strict):
                                                   "dropped; verdicts, checks and timeline stay")
     prune_interval_s: float = Field(default=3600.0, gt=0, description="how often retention runs")
     store: str = Field(default="shadowgate.db", description="SQLite file; relative to the config file")
+    public_url: str | None = Field(default=None, description="base URL SREs reach the service at "
+                                   "(e.g. https://shadowgate.example.com); answers link each run's report")
     interval_s: float = Field(default=30.0, gt=0, description="window length")
     idle_timeout_s: float | None = Field(default=None, gt=0,
                                          description="stop a run's load after no call for this long "
@@ -293,11 +295,21 @@ class Analysis:
     name: str
     config: AnalysisConfig
     judge_config: Any  # analyses.config.JudgeConfig
-    golden_judge_config: Any  # the same without latency, CTR and input drift (see golden_checks)
     golden_inputs: np.ndarray
     golden_labels: np.ndarray
     reference_inputs: np.ndarray | None
     interval_s: float
+    gate: Any = None  # analyses.gate.Gate: the run decision of this analysis
+
+    def plan(self) -> tuple[list[Any], Any]:
+        """`analyses.plan.plan` with this analysis' rates, interval and golden set."""
+        from analyses.plan import plan
+
+        load = self.config.load
+        rate = load.schedule[0].rate if load.schedule else load.rate
+        return plan(self.judge_config, requests_per_window=rate * self.interval_s,
+                    probes_per_window=self.config.probe.rate * self.interval_s,
+                    golden_rows=int(self.golden_inputs.shape[0]), active=self.gate.active)
 
 
 @dataclass
@@ -352,19 +364,16 @@ def _judge_config(checks: dict[str, Any], field: str) -> Any:
         raise ConfigError(field, first) from None
 
 
-def golden_checks(judge_config: Any) -> Any:
-    """The checks for a one-off pass over the golden set (pre-rollout, Argo's first call).
+def _gate(judge_config: Any, ac: "AnalysisConfig", golden_rows: int) -> Any:
+    """The analysis' gate; alpha is split over the checks that can have data here."""
+    from analyses.gate import Gate
 
-    That pass is closed-loop and short: it says whether the canary answers
-    and answers correctly (accuracy, errors, prediction drift). Latency under
-    load, CTR and input drift need the windows measured while the run goes on.
-    """
-    off = {"enabled": False}
-    return judge_config.model_copy(update={
-        "latency": judge_config.latency.model_copy(update=off),
-        "ctr": judge_config.ctr.model_copy(update=off),
-        "drift": judge_config.drift.model_copy(update={"inputs": False}),
-    })
+    active = ["accuracy", "errors", "errors_increase"]
+    if ac.load.rate > 0 or ac.load.schedule:
+        active.append("latency")
+    if ac.ctr is not None:
+        active.append("ctr")
+    return Gate(judge_config, active=active, golden_rows=golden_rows)
 
 
 def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
@@ -422,9 +431,10 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
                 raise ConfigError(f"{field}.load.schedule.{i}.rate",
                                   f"{step.rate:g} exceeds max_rate {ac.load.max_rate:g}")
         analyses[name] = Analysis(
-            name=name, config=ac, judge_config=judge_config, golden_judge_config=golden_checks(judge_config),
+            name=name, config=ac, judge_config=judge_config,
             golden_inputs=inputs, golden_labels=labels, reference_inputs=ref,
             interval_s=ac.interval_s or config.server.interval_s,
+            gate=_gate(judge_config, ac, int(inputs.shape[0])),
         )
 
     store = Path(config.server.store)

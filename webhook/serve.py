@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"shadowgate serve: configuration error: {err}", file=sys.stderr)
         return 2
+    from .plan import lines as plan_lines
+
+    for analysis in settings.analyses.values():  # what each gate can promise, said once at start
+        for line in plan_lines(analysis):
+            (log.warning if "WARNING" in line else log.info)("plan: %s", line.strip())
     bind = args.bind or settings.server.bind
     threads = args.threads or settings.server.threads
     if args.dev:

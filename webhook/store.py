@@ -39,6 +39,7 @@ class RunRecord:
     updated_at: float = field(default_factory=time.time)
     verdict: dict[str, Any] | None = None  # run-level verdict (Verdict.to_dict())
     windows: int = 0
+    state: dict[str, Any] | None = None  # the gate's RunState.to_dict(), stored after every window
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +70,8 @@ class Store(Protocol):
     def find_run(self, caller: str, analysis: str, namespace: str, name: str, revision: str) -> RunRecord | None: ...
     def list_runs(self, analysis: str | None = None, status: str | None = None,
                   limit: int = 100) -> list[RunRecord]: ...
-    def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None) -> None: ...
+    def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None,
+                   state: dict[str, Any] | None = None) -> None: ...
     def add_window(self, window: StoredWindow) -> None: ...
     def windows(self, run_id: str, with_data: bool = False) -> list[StoredWindow]: ...
     def add_event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None,
@@ -151,6 +153,9 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+            if "state" not in cols:  # stores written before the gate kept its run state
+                self._db.execute("ALTER TABLE runs ADD COLUMN state TEXT")
 
     # -- runs
 
@@ -170,6 +175,7 @@ class SQLiteStore:
             name=row["name"], revision=row["revision"], attempt=row["attempt"], status=row["status"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             verdict=json.loads(row["verdict"]) if row["verdict"] else None, windows=row["nwin"],
+            state=json.loads(row["state"]) if row["state"] else None,
         )
 
     _SELECT = ("SELECT r.*, (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.id) AS nwin FROM runs r")
@@ -202,8 +208,12 @@ class SQLiteStore:
             rows = self._db.execute(sql, args).fetchall()
         return [self._run(r) for r in rows]
 
-    def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None) -> None:
+    def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None,
+                   state: dict[str, Any] | None = None) -> None:
         sets, args = ["updated_at = ?"], [time.time()]
+        if state is not None:
+            sets.append("state = ?")
+            args.append(json.dumps(state))
         if status is not None:
             if status not in RUN_STATUSES:
                 raise ValueError(f"unknown run status {status!r}")
