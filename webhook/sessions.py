@@ -358,7 +358,7 @@ class SessionManager:
         with self._lock:
             # Hot path: a live session's run is known without asking the store.
             live = self._sessions.get(self._live_keys.get(key, ""))
-            if live is not None and not live.stopped:
+            if live is not None and not live.stopped and live.run.status not in FINAL_STATUSES:
                 return live.run
             rec = self.store.find_run(caller, analysis, namespace, name, revision)
             if rec is not None and not (restart_final and rec.status in FINAL_STATUSES):
@@ -455,6 +455,7 @@ class SessionManager:
         verdict = s.decision() if s is not None else self.stored_decision(run)
         if s is not None:
             self.stop(s)
+        run.status = status
         self.store.update_run(run.id, status=status)
         self.metrics.forget_run(run)
         return verdict

@@ -1,8 +1,8 @@
-"""Flagger's hooks answer as its table says: success <= 202, a failing verdict 412, rollback inverted."""
+"""Flagger's hooks, in Flagger's real order, all reading the run's one decision."""
 
 from __future__ import annotations
 
-import json
+import time
 
 from tests.webhook.conftest import payload
 from tests.webhook.scripted import BAD, GOOD
@@ -12,84 +12,131 @@ def hook(client, kind, **kw):
     return client.post(f"/flagger/{kind}", json=payload(**kw))
 
 
-def test_good_canary_goes_through_a_whole_analysis(make_app):
+def session(app, name="digits"):
+    svc = app.extensions["shadowgate"]
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        for s in svc.sessions.active():
+            if s.run.name == name:
+                return s
+        time.sleep(0.01)
+    raise AssertionError("no live session")
+
+
+def close(app, name="digits"):
+    """Close the open window now (the interval would, in a real run) and wait for the gate update."""
+    s = session(app, name)
+    s.golden_done.result(timeout=5)
+    app.extensions["shadowgate"].sessions.call(s.close_window("interval"), 5)
+    return s
+
+
+def test_good_canary_in_flaggers_order_is_promoted(make_app):
+    """confirm-rollout needs no canary; pre-rollout checks it and the golden set; promotion on a pass."""
     app = make_app(spec=GOOD)
     c = app.test_client()
-    assert hook(c, "confirm-rollout").status_code == 200
+    r = hook(c, "confirm-rollout")
+    assert r.status_code == 200, r.json
+    assert "digits" not in app.factory.by_analysis or app.factory.by_analysis["digits"].started == 0
     r = hook(c, "pre-rollout")
     assert r.status_code == 200, r.json
-    for _ in range(3):
-        r = hook(c, "rollout")
-        assert r.status_code == 200, r.json
-        assert r.json["outcome"] in ("pass", "marginal")
-        assert hook(c, "confirm-traffic-increase").status_code == 200
-        assert hook(c, "rollback").status_code == 409
+    assert hook(c, "rollback").status_code == 409
+    for _ in range(4):
+        close(app)
+        assert hook(c, "rollout").status_code == 200
     r = hook(c, "confirm-promotion")
-    assert r.status_code == 200, r.json
+    assert r.status_code == 200 and r.json["outcome"] == "pass", r.json
+    assert hook(c, "confirm-traffic-increase").status_code == 200
     r = hook(c, "post-rollout", phase="Succeeded")
     assert r.status_code == 200 and r.json["status"] == "succeeded"
 
-    runs = c.get("/api/v1/runs").json["runs"]
-    assert len(runs) == 1 and runs[0]["status"] == "succeeded" and runs[0]["windows"] == 5
-    detail = c.get(f"/api/v1/runs/{runs[0]['id']}").json
-    # post-rollout closes the open window before the load stops
-    assert [w["kind"] for w in detail["windows"]] == ["golden", "early", "early", "early", "final"]
-    kinds = {e["kind"] for e in detail["timeline"]}
-    assert {"run", "session", "window", "flagger:pre-rollout", "flagger:post-rollout"} <= kinds
-    assert detail["live"] is False
 
-
-def test_bad_canary_fails_rollout_with_one_readable_line(make_app):
+def test_bad_canary_every_hook_agrees(make_app):
     app = make_app(spec=BAD)
     c = app.test_client()
+    hook(c, "confirm-rollout")
+    hook(c, "pre-rollout")
+    close(app)
+    answers = {k: hook(c, k) for k in ("rollout", "rollback", "confirm-traffic-increase", "confirm-promotion")}
+    assert answers["rollout"].status_code == 412
+    assert answers["rollback"].status_code == 200 and answers["rollback"].json["rollback"] is True
+    assert answers["confirm-traffic-increase"].status_code == 412
+    assert answers["confirm-promotion"].status_code == 412
+    reason = answers["rollout"].json["reason"]
+    assert "\n" not in reason and "accuracy" in reason and "rollback" in reason
+    # once failed, always failed: good windows afterwards change nothing
+    app.factory.by_analysis["digits"].spec = dict(GOOD)
+    for _ in range(3):
+        close(app)
+    assert hook(c, "rollout").status_code == 412 and hook(c, "rollback").status_code == 200
+
+
+def test_pre_rollout_412_when_the_canary_is_not_ready(make_app):
+    app = make_app(canary_check=(False, "canary digits:canary at 127.0.0.1:1 is not ready: UNAVAILABLE", "canary"))
+    c = app.test_client()
+    assert hook(c, "confirm-rollout").status_code == 200  # no pod yet: not asked
     r = hook(c, "pre-rollout")
-    assert r.status_code == 412
-    r = hook(c, "rollout")
-    assert r.status_code == 412
-    text = r.get_data(as_text=True)
-    assert "\n" not in text.strip()
-    body = json.loads(text)
-    assert body["ok"] is False and body["outcome"] == "fail" and "accuracy" in body["reason"]
-    assert hook(c, "confirm-traffic-increase").status_code == 412
-    assert hook(c, "confirm-promotion").status_code == 412
-    # accuracy is critical by default: Flagger rolls back at once on 200.
-    r = hook(c, "rollback")
-    assert r.status_code == 200 and r.json["rollback"] is True
+    assert r.status_code == 412 and "not ready" in r.json["reason"]
 
 
-def test_a_window_is_reported_to_rollout_once(make_app):
+def test_a_revision_that_failed_is_not_confirmed_again(make_app):
     app = make_app(spec=BAD)
     c = app.test_client()
-    assert hook(c, "rollout").status_code == 412
-    app.factory.by_analysis["digits"].spec = None  # nothing new measured
-    r = hook(c, "rollout")
-    assert r.status_code == 200 and r.json["outcome"] == "nodata"
-
-
-def test_confirm_rollout_412_when_the_canary_is_not_ready(make_app):
-    app = make_app(canary_check=(False, "canary digits:canary has no AVAILABLE version (states: 2=LOADING)",
-                                 "canary"))
-    c = app.test_client()
+    hook(c, "pre-rollout")
+    close(app)
+    hook(c, "post-rollout", phase="Failed")
     r = hook(c, "confirm-rollout")
-    assert r.status_code == 412 and "LOADING" in r.json["reason"]
+    assert r.status_code == 412 and "already failed" in r.json["reason"]
 
 
 def test_stable_down_is_not_the_canarys_fault(make_app):
-    app = make_app(spec=dict(stable_down=True))
+    app = make_app(spec=GOOD)
     c = app.test_client()
-    r = hook(c, "rollout")
-    assert r.status_code == 200, r.json
-    assert r.json["outcome"] == "nodata"
+    hook(c, "pre-rollout")
+    for _ in range(3):
+        close(app)
+    app.factory.by_analysis["digits"].spec = dict(stable_down=True)
+    close(app)
+    assert hook(c, "rollout").status_code == 200
     assert hook(c, "rollback").status_code == 409
-    # ...but there is no evidence to promote on.
+    r = hook(c, "confirm-traffic-increase")
+    assert r.status_code == 412 and "stable is down" in r.json["reason"]
     assert hook(c, "confirm-promotion").status_code == 412
 
 
 def test_canary_down_fails(make_app):
     app = make_app(spec=dict(canary_down=True))
     c = app.test_client()
-    r = hook(c, "rollout")
-    assert r.status_code == 412, r.json
+    hook(c, "pre-rollout")
+    close(app)
+    assert hook(c, "rollout").status_code == 412
+    assert hook(c, "rollback").status_code == 200
+
+
+def test_flagger_without_checksum_keys_runs_on_namespace_and_name(make_app):
+    app = make_app(spec=GOOD)
+    c = app.test_client()
+    body = payload()
+    del body["checksum"]
+    assert c.post("/flagger/confirm-rollout", json=body).status_code == 200
+    assert c.post("/flagger/pre-rollout", json=body).status_code == 200
+    assert c.post("/flagger/rollout", json=body).status_code == 200
+    assert c.post("/flagger/post-rollout", json={**body, "phase": "Succeeded"}).status_code == 200
+    assert c.post("/flagger/pre-rollout", json=body).status_code == 200  # a new run after the finished one
+    runs = c.get("/api/v1/runs").json["runs"]
+    assert len(runs) == 2 and {r["revision"] for r in runs} == {"-"}
+
+
+def test_rate_zero_is_refused(make_app):
+    c = make_app().test_client()
+    r = hook(c, "rollout", rate="0")
+    assert r.status_code == 400 and r.json["field"] == "metadata.rate"
+
+
+def test_event_for_an_unknown_analysis_still_answers_200(make_app):
+    c = make_app().test_client()
+    r = hook(c, "event", name="not-an-analysis", eventMessage="x")
+    assert r.status_code == 200
 
 
 def test_metadata_rate_is_capped_by_the_config(make_app, config_dict):
@@ -131,9 +178,13 @@ def test_analysis_from_metadata_and_separate_runs(make_app):
 def test_post_rollout_failed_records_failed_and_stops_load(make_app):
     app = make_app(spec=BAD)
     c = app.test_client()
-    hook(c, "rollout")
+    hook(c, "pre-rollout")
+    close(app)
     r = hook(c, "post-rollout", phase="Failed")
     assert r.status_code == 200 and r.json["status"] == "failed"
+    deadline = time.time() + 5
+    while app.factory.by_analysis["digits"].stopped == 0 and time.time() < deadline:
+        time.sleep(0.01)
     assert app.factory.by_analysis["digits"].stopped == 1
     assert c.get("/api/v1/runs?status=failed").json["runs"][0]["verdict"]["outcome"] == "fail"
     # The finished run still answers from the store, without restarting load.
@@ -141,27 +192,22 @@ def test_post_rollout_failed_records_failed_and_stops_load(make_app):
     assert app.factory.by_analysis["digits"].started == 1
 
 
-def test_webhook_durations_and_window_values_are_exported(make_app):
+def test_metrics_are_per_rollout_and_removed_when_it_ends(make_app):
     app = make_app(spec=GOOD)
     c = app.test_client()
+    hook(c, "pre-rollout")
+    close(app)
     hook(c, "rollout")
     text = c.get("/metrics").get_data(as_text=True)
     assert 'shadowgate_webhook_duration_seconds_count{caller="flagger",hook="rollout",status="200"} 1.0' in text
-    assert 'shadowgate_accuracy_ratio{analysis="digits",version="canary"}' in text
-    assert 'shadowgate_latency_p99_seconds{analysis="digits",version="stable"}' in text
-    assert 'shadowgate_verdict{analysis="digits"}' in text
-    assert 'shadowgate_load_requests_total{analysis="digits",code="OK",version="canary"} 2000.0' in text
-    assert 'shadowgate_probes_total{analysis="digits",outcome="ok",version="stable"} 300.0' in text
-
-
-def test_rollout_judges_every_window_closed_since_the_last_call_together(make_app):
-    app = make_app(spec=GOOD)
-    c = app.test_client()
-    assert hook(c, "rollout").json["windows"] == [1]
-    svc = app.extensions["shadowgate"]
-    (session,) = svc.sessions.active()
-    for _ in range(2):  # two windows close on the interval before Flagger calls again
-        svc.sessions.call(session.close_window("interval"), 10)
-    r = hook(c, "rollout")
-    assert r.status_code == 200 and r.json["windows"] == [2, 3]
-    assert hook(c, "rollout").json["windows"] == [4]  # nothing new: the open window closes early
+    labels = 'analysis="digits",name="digits",namespace="test"'  # prometheus_client sorts label names
+    assert f'shadowgate_accuracy_ratio{{{labels},version="canary"}}' in text
+    assert f'shadowgate_latency_p99_seconds{{{labels},version="stable"}}' in text
+    assert f'shadowgate_decision{{{labels}}}' in text
+    assert ('shadowgate_check_threshold{analysis="digits",check="latency",kind="rollback",name="digits",'
+            'namespace="test"} 2.0') in text
+    assert 'shadowgate_load_requests_total{analysis="digits",code="OK",version="canary"}' in text
+    hook(c, "post-rollout", phase="Succeeded")
+    text = c.get("/metrics").get_data(as_text=True)
+    assert f'shadowgate_decision{{{labels}}}' not in text
+    assert f'shadowgate_accuracy_ratio{{{labels},version="canary"}}' not in text
