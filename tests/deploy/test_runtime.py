@@ -132,3 +132,30 @@ def test_installed_size_and_idle_memory_meet_the_goals(runtime_python, tmp_path)
           f"(PSS {mem['total_pss_mb']:.0f} MB), ready in {mem['ready_s']:.1f} s", file=sys.stderr)
     assert total_mb < 500
     assert mem["total_rss_mb"] < 200
+
+
+def _pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            out[name.lower().replace("_", "-")] = version
+    return out
+
+
+def test_runtime_pins_are_the_development_pins():
+    """One version of each package across the image and the tests (requirements.txt adds TensorFlow)."""
+    dev = _pins(REPO / "requirements.txt")
+    runtime = _pins(REPO / "requirements-runtime.txt")
+    assert {k: v for k, v in runtime.items() if dev.get(k) != v} == {}
+    assert not {"tensorflow", "tensorflow-cpu", "keras", "pytest", "evidently", "pyarrow"} & set(runtime)
+
+
+def test_the_dockerfile_builds_the_runtime_only():
+    text = (REPO / "Dockerfile").read_text()
+    assert "deploy/install-runtime.sh" in text
+    assert "requirements.txt " not in text and "COPY requirements.txt" not in text
+    for package in ("webhook", "analyses", "loadtest"):
+        assert f"COPY {package} ./{package}" in text
+    assert "modelserver" not in text.split("FROM", 1)[1].split("USER")[0].replace("model server", "")
