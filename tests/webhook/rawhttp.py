@@ -33,6 +33,8 @@ def read_response(f, head_request: bool = False) -> Response | None:
         if not line:
             return None
         parts = line.decode("latin-1").split(" ", 2)
+        if not parts[0].startswith("HTTP/") or len(parts) < 2 or not parts[1].isdigit():
+            return Response(0, {}, line + f.read())  # not HTTP: status 0, whatever came as the body
         status = int(parts[1])
         headers: dict[str, str] = {}
         while True:

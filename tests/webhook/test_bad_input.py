@@ -27,7 +27,7 @@ def test_empty_body_and_non_object_are_400(make_app):
     assert r.status_code == 400 and "object" in r.json["error"]
 
 
-@pytest.mark.parametrize("field", ["name", "namespace", "checksum"])
+@pytest.mark.parametrize("field", ["name", "namespace"])  # checksum: older Flagger sends none
 def test_missing_identity_field_is_400_naming_it(make_app, field):
     c = make_app().test_client()
     body = payload()

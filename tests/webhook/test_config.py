@@ -24,7 +24,7 @@ def test_valid_config_loads_data_and_defaults(tmp_path):
     # No CTR source: the CTR check is off rather than forever "no data".
     assert a.judge_config.ctr.enabled is False
     # The one-off golden-set pass judges correctness only.
-    assert a.golden_judge_config.latency.enabled is False and a.golden_judge_config.accuracy.enabled
+    assert a.gate.active == ["accuracy", "latency", "errors", "errors_increase"]  # no CTR source: no CTR check
 
 
 @pytest.mark.parametrize("mutate,field", [
