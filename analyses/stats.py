@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 __all__ = [
     "PairedDrop",
@@ -247,6 +247,8 @@ def fisher_greater(k_c: int, n_c: int, k_s: int, n_s: int) -> float:
     """
     if n_c <= 0 or n_s <= 0 or k_c <= 0:
         return 1.0
+    from scipy import stats  # lazy: scipy.stats costs the service ~70 MB at start
+
     return float(stats.hypergeom.sf(k_c - 1, n_c + n_s, k_c + k_s, n_c))
 
 
@@ -254,6 +256,8 @@ def fisher_less(k_c: int, n_c: int, k_s: int, n_s: int) -> float:
     """One-sided Fisher exact p-value that the canary's rate is below stable's."""
     if n_c <= 0 or n_s <= 0:
         return 1.0
+    from scipy import stats
+
     return float(stats.hypergeom.cdf(k_c, n_c + n_s, k_c + k_s, n_c))
 
 

@@ -80,15 +80,31 @@ class FlaggerDriver:
         return FlaggerResult("timeout", failed, ticks, self.calls)
 
 
-def argo_measure(url: str, analysis: str, rollout: str, revision: str, timeout_s: float = 10.0) -> tuple[str, dict]:
-    """One Argo web-provider measurement with `successCondition: result.passed == true`.
+def argo_measure(url: str, analysis: str, rollout: str, revision: str, timeout_s: float = 10.0, *,
+                 final: bool = False) -> tuple[str, dict]:
+    """One Argo web-provider measurement, evaluated as Argo Rollouts does.
 
-    Returns (phase, result): Error for any status outside 200-299 (conditions
-    are then not evaluated), else Successful when the condition holds, Failed otherwise.
+    Background analysis (the examples' template): successCondition
+    `result.failed == false`, failureCondition `result.failed == true`.
+    final=True (a pre-promotion analysis): successCondition
+    `result.decision == "pass"`, failureCondition `result.decision == "fail"`;
+    neither true is Inconclusive. Any status outside 200-299, or a field the
+    conditions read missing or null, is an Error (expr-lang cannot fetch it).
     """
     r = requests.get(f"{url}/argo/v1/analyses/{analysis}", params={"rollout": rollout, "revision": revision},
                      timeout=timeout_s)
     if not 200 <= r.status_code < 300:
         return "Error", {}
     result = r.json()
-    return ("Successful" if result.get("passed") is True else "Failed"), result
+    key = "decision" if final else "failed"
+    if result.get(key) is None:
+        return "Error", result
+    if final:
+        ok, bad = result["decision"] == "pass", result["decision"] == "fail"
+    else:
+        ok, bad = result["failed"] is False, result["failed"] is True
+    if ok:
+        return "Successful", result
+    if bad:
+        return "Failed", result
+    return "Inconclusive", result
