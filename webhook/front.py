@@ -93,6 +93,7 @@ class _Refuse(Exception):
         super().__init__(message)
         self.status, self.message, self.field, self.reason = status, message, field, reason
         self.headers = headers or []
+        self.head_request = False  # an answer to HEAD carries no body
 
 
 class _Closed(Exception):
@@ -163,12 +164,12 @@ def _phrase(status: int) -> str:
         return ""
 
 
-def _raw_response(status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> bytes:
+def _raw_response(status: int, body: bytes, headers: list[tuple[str, str]] = (), head_request: bool = False) -> bytes:
     """A complete HTTP/1.1 answer that closes the connection (used outside h11's state machine)."""
     lines = [f"HTTP/1.1 {status} {_phrase(status)}", "Content-Type: application/json",
              f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_request else body)
 
 
 def _json(status: int, message: str, field: str | None = None) -> bytes:
@@ -342,9 +343,17 @@ class Front:
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, idle_s: float) -> _Request:
         """Read one whole request (head and body) or raise _Refuse / _Closed."""
+        head = bytearray()  # bytes before the request line ends, to tell 414 from 431
+        try:
+            return await self._read_request_into(conn, reader, writer, idle_s, head)
+        except _Refuse as refuse:
+            refuse.head_request = bytes(head[:5]) == b"HEAD "
+            raise
+
+    async def _read_request_into(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter, idle_s: float, head: bytearray) -> _Request:
         lim = self.limits
         arrived: float | None = None
-        head = bytearray()  # bytes before the request line ends, to tell 414 from 431
         req: h11.Request | None = None
         body = bytearray()
         idle_deadline = time.perf_counter() + idle_s
@@ -581,7 +590,7 @@ class Front:
     async def _send_raw(self, writer: asyncio.StreamWriter, refuse: _Refuse) -> None:
         try:
             await self._write(_raw_response(refuse.status, _json(refuse.status, refuse.message, refuse.field),
-                                            refuse.headers), writer)
+                                            refuse.headers, refuse.head_request), writer)
         except (_Closed, ConnectionError, OSError):
             pass
 

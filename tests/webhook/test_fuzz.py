@@ -109,7 +109,7 @@ def _argo_params(rng: random.Random) -> dict:
         if rng.random() < 0.3:
             params.pop(key, None)
         else:
-            params[key] = rng.choice((_value(rng), _string(rng), "run", "window", "5"))
+            params[key] = rng.choice((_value(rng), _string(rng), "run", "window", "5", 10 ** rng.randint(300, 400)))
     return params
 
 
@@ -269,6 +269,10 @@ def service(tmp_path_factory):
     (d / "analyses.yaml").write_text(yaml.safe_dump(cfg))
     svc = start_service(d / "analyses.yaml", d, name="fuzz")
     try:
+        # Start one session first: the session loop's thread is created with the first
+        # session, and /readyz must not see it half-started while the fuzz runs.
+        rawhttp.exchange(svc.url, rawhttp.request("GET", "/argo/v1/analyses/digits?rollout=warm&revision=1",
+                                                  headers={"Authorization": f"Bearer {TOKEN}"}), timeout_s=10)
         yield svc
     finally:
         svc.stop()
@@ -316,6 +320,9 @@ def test_fuzz_every_route_no_5xx_every_body_json(service):
             for i, r in enumerate(result):
                 answered += 1
                 statuses[r.status] += 1
+                if r.status == 0:
+                    problems.append(f"not an HTTP answer: {r.body[:120]!r} for {data[:300]!r}")
+                    continue
                 if r.status >= 500:
                     problems.append(f"{r.status} {r.body[:200]!r} for {data[:300]!r}")
                     continue
@@ -338,3 +345,24 @@ def requests_ok(service) -> bool:
     """The service still answers normally after the fuzz."""
     (r,) = rawhttp.exchange(service.url, rawhttp.request("GET", "/healthz"))
     return r.status == 200 and r.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("data", [
+    # A JSON integer too large for a float as Argo's rate (was OverflowError -> 500).
+    rawhttp.request("POST", "/argo/v1/analyses/digits", json.dumps(
+        {"rollout": "r1", "revision": "1", "rate": 10 ** 400}).encode(),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}),
+    # A malformed chunked body (was InvalidChunkSize -> 500).
+    b"POST /flagger/rollout HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    b"nothex\r\n{}\r\n0\r\n\r\n",
+    # An identifier with a trailing newline (was stored as a run: `$` matches before a final newline).
+    rawhttp.request("POST", "/flagger/rollout", json.dumps(
+        {"name": "digits\n", "namespace": "test", "checksum": "a1b2c3"}).encode(),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}),
+    rawhttp.request("GET", "/argo/v1/analyses/digits?rollout=r1&revision=1%0A",
+                    headers={"Authorization": f"Bearer {TOKEN}"}),
+])
+def test_the_inputs_that_once_gave_500_or_were_accepted_are_400(service, data):
+    (r,) = rawhttp.exchange(service.url, data)
+    assert r.status == 400, r.body
+    assert r.json()["status"] == 400
