@@ -30,3 +30,41 @@ def test_judge_exit_2_on_bad_config_unknown_analysis_or_arguments(tmp_path, caps
     cfg["analyses"]["digits"]["checks"] = {"alpha": 2}
     assert judge.main(["--config", _write(tmp_path, cfg), "--analysis", "digits"]) == 2
     assert "analyses.digits.checks.alpha" in capsys.readouterr().err
+
+
+import pytest  # noqa: E402
+
+from webhook import plan  # noqa: E402
+
+
+@pytest.mark.parametrize("checks, field", [
+    ({"latency": {"alert": 2.0, "rollback": 1.5}}, "analyses.digits.checks.latency.rollback"),
+    ({"beta": 0.5}, "analyses.digits.checks.beta"),
+    ({"alpha": 0}, "analyses.digits.checks.alpha"),
+    ({"max_windows": 4, "stages": [{"from_window": 6, "errors": {"alert": 0.001, "rollback": 0.002}}]},
+     "analyses.digits.checks.stages.0.from_window"),
+])
+def test_gate_config_errors_stop_serve_judge_and_plan_with_exit_2(tmp_path, capsys, checks, field):
+    cfg = base_config(tmp_path)
+    cfg["analyses"]["digits"]["checks"] = checks
+    path = _write(tmp_path, cfg)
+    assert serve.main(["--config", path]) == 2
+    assert field in capsys.readouterr().err
+    assert judge.main(["--config", path, "--analysis", "digits", "--duration", "1s"]) == 2
+    assert field in capsys.readouterr().err
+    assert plan.main(["--config", path]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_plan_says_what_the_golden_set_can_promise(tmp_path, capsys):
+    path = _write(tmp_path, base_config(tmp_path))  # a 64-row golden set
+    assert plan.main(["--config", path, "--analysis", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: golden set of 64 rows cannot separate" in out
+    for check in ("accuracy", "latency", "errors", "errors_increase"):
+        assert f"  {check} " in out
+    assert plan.main(["--config", path, "--json"]) == 0
+    import json
+    data = json.loads(capsys.readouterr().out)
+    assert {d["analysis"] for d in data} == {"digits", "podinfo"}
+    assert data[0]["golden"]["separable"] is False

@@ -278,6 +278,12 @@ def test_judge_command_exit_codes(config_path, tmp_path, capsys):
     assert judge.main(args + ["--analysis", "worse"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "accuracy" in out
+    # The same verdict whatever --duration: the gate is valid whenever it stops, and it stops when decided.
+    t0 = time.monotonic()
+    longer = ["--config", str(config_path), "--duration", "2m", "--interval", "3s", "--no-progress"]
+    assert judge.main(longer + ["--analysis", "worse"]) == 1
+    assert time.monotonic() - t0 < 30
+    assert "FAIL" in capsys.readouterr().out
 
     # Canary down: fails at once, without waiting for the duration.
     cfg = yaml.safe_load(config_path.read_text())
