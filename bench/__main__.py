@@ -17,6 +17,7 @@ BENCHMARKS = {
     "load_capacity": "highest rate the load generator holds, client CPU per 1000 requests",
     "load_vs_hey": "our p99 and hey's next to the true p99, normal and with a 1 s stall every 10 s",
     "webhook_latency": "webhook answer time with 50 analyses running, each hook every 10 s",
+    "front_slow_clients": "/healthz and hook answer time with 200 connections held open that never finish",
     "runtime_footprint": "runtime image without TensorFlow: installed size, idle RSS of shadowgate serve",
 }
 
