@@ -1,7 +1,7 @@
 """Webhook answer time with many analyses running at once.
 
 Starts one stand-in TF Serving (the demo model) and the webhook service
-(`shadowgate serve`, gunicorn, one worker) with N analyses, each measuring
+(`shadowgate serve`, one process) with N analyses, each measuring
 in the background (open-loop load on both versions and shadow probes).
 Then N simulated Flagger canaries call their hooks every `--period`
 seconds, staggered, exactly as Flagger does (rollback, rollout,

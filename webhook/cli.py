@@ -12,7 +12,7 @@ import sys
 
 # subcommand -> (module, help). Each module has `main(argv: list[str]) -> int`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("webhook.serve", "run the webhook service (gunicorn) from analyses.yaml"),
+    "serve": ("webhook.serve", "run the webhook service (Flagger and Argo hooks) from analyses.yaml"),
     "judge": ("webhook.judge", "run one bounded analysis (Argo job provider): exit 0 pass, 1 fail, 2 error"),
     "plan": ("webhook.plan", "what each analysis' gate can promise: windows to a decision, golden-set size"),
     "loadtest": ("loadtest.cli", "open-loop load on a TF Serving endpoint, with a ghz-like summary"),

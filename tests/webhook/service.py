@@ -32,7 +32,7 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM (gunicorn stops gracefully), SIGKILL after timeout_s seconds."""
+        """SIGTERM (the service stops gracefully), SIGKILL after timeout_s seconds."""
         return stop_process(self.proc, timeout_s)
 
     def __enter__(self) -> "ServiceProcess":
