@@ -80,6 +80,9 @@ def analysis(analysis: str):
         return jsonify(argo_body(sessions.stored_decision(run), gated=gated, **context))
     s.touch()
     if rate is not None and rate != s.rate_override:
+        problem = sessions.rate_problem(s, rate)
+        if problem:
+            raise ApiError(429, f"rate {rate:g} refused: {problem}", "rate", retry_after_s=10)
         s.rate_override = rate
         sessions.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
     return jsonify(argo_body(s.decision(), gated=gated, **context))

@@ -258,6 +258,16 @@ class ServerConfig(_Strict):
                                    description="live checks in a hook answer within this; "
                                                "Flagger and Argo give up at 10 s")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_sessions: int = Field(default=50, ge=1, le=10_000,
+                              description="runs measuring at once; a new run beyond gets 429")
+    max_sessions_per_analysis: int = Field(default=10, ge=1, le=10_000,
+                                           description="runs of one analysis measuring at once")
+    max_target_rate: float = Field(default=1000.0, gt=0,
+                                   description="requests/s Shadowgate may send one model server (load and "
+                                               "probes of every live run); a run that would exceed it gets 429")
+    max_loop_lag_s: float = Field(default=0.25, gt=0,
+                                  description="when Shadowgate's own event loop runs this late, it is at "
+                                              "capacity: new runs get 429 rather than measure badly")
     namespaces: list[str] = Field(default_factory=list, description="allow-list; empty allows all")
     auth: AuthConfig | None = None
 

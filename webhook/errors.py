@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """A request the service refuses: `status` is the HTTP code, `field` the culprit or None."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.retry_after_s = retry_after_s  # sent as Retry-After (429: Flagger retries when asked to)
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict:
@@ -44,7 +45,19 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api(err: ApiError):
-        return render(err.status, err.message, err.field)
+        resp = render(err.status, err.message, err.field)
+        if err.retry_after_s is not None:
+            resp.headers["Retry-After"] = str(err.retry_after_s)
+        return resp
+
+    from .sessions import AtCapacity
+
+    @app.errorhandler(AtCapacity)
+    def _capacity(err: AtCapacity):
+        # 429: Flagger retries it when the webhook has `retries`; Argo counts an Error and retries in 10 s.
+        resp = render(429, f"not started: {err}", "capacity")
+        resp.headers["Retry-After"] = "10"
+        return resp
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(err: RequestEntityTooLarge):

@@ -144,6 +144,9 @@ def _live(call: Call, run: RunRecord, rate: float | None) -> Session | None:
     if s is not None:
         s.touch()
         if rate is not None and rate != s.rate_override:
+            problem = call.svc.sessions.rate_problem(s, rate)
+            if problem:
+                raise ApiError(429, f"metadata.rate {rate:g} refused: {problem}", "metadata.rate", retry_after_s=10)
             s.rate_override = rate
             try:
                 call.svc.sessions.loop.call_soon_threadsafe(s.measurement.set_rate, rate)

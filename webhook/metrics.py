@@ -100,6 +100,10 @@ class Metrics:
         self.webhook = Histogram("shadowgate_webhook_duration_seconds", "Webhook answer time (seconds)",
                                  ["caller", "hook", "status"], buckets=_WEBHOOK_BUCKETS, registry=r)
         self.sessions = Gauge("shadowgate_sessions_active", "Runs with load and probes running", registry=r)
+        self.limit = Gauge("shadowgate_limit", "Configured caps: sessions, sessions_per_analysis, target_rate "
+                           "(req/s per model server), loop_lag_seconds", ["kind"], registry=r)
+        self.usage = Gauge("shadowgate_usage", "Current use of each cap (target_rate: the busiest model server)",
+                           ["kind"], registry=r)
         # The process itself (process_cpu_seconds_total, process_resident_memory_bytes,
         # process_open_fds, ...; python_info) and which build answers.
         import platform

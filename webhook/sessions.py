@@ -89,6 +89,22 @@ def waiting_verdict(reason: str):
     return Verdict(outcome="continue", passed=False, phase="Inconclusive", reason=_one_line(reason))
 
 
+class AtCapacity(Exception):
+    """A new run would exceed a limit that protects the model servers or Shadowgate itself (HTTP 429)."""
+
+
+def planned_rates(analysis: Analysis, rate: float | None = None) -> dict[str, float]:
+    """Requests/s a run of `analysis` sends each model server address (load and probes)."""
+    cfg = analysis.config
+    load = rate if rate is not None else (cfg.load.schedule[0].rate if cfg.load.schedule else cfg.load.rate)
+    out: dict[str, float] = {}
+    for version in ("stable", "canary"):
+        address = getattr(cfg, version).address
+        loaded = cfg.load.targets == "both" or version == "canary"
+        out[address] = out.get(address, 0.0) + (load if loaded else 0.0) + cfg.probe.rate
+    return out
+
+
 class Session:
     """One run's measurement and its gate state."""
 
@@ -277,6 +293,12 @@ class SessionManager:
         self._events = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeline")
         self._live_keys: dict[tuple, str] = {}
         self._closed = False
+        self.loop_lag_s = 0.0  # how late the session loop runs (smoothed): Shadowgate's own load
+        srv = settings.server
+        metrics.limit.labels("sessions").set(srv.max_sessions)
+        metrics.limit.labels("sessions_per_analysis").set(srv.max_sessions_per_analysis)
+        metrics.limit.labels("target_rate").set(srv.max_target_rate)
+        metrics.limit.labels("loop_lag_seconds").set(srv.max_loop_lag_s)
 
     # ------------------------------------------------------------ loop
 
@@ -295,7 +317,57 @@ class SessionManager:
                 self._thread = threading.Thread(target=run, name="sessions-loop", daemon=True)
                 self._thread.start()
                 ready.wait(5.0)
+                asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
             return self._loop
+
+    async def _watch_lag(self, every_s: float = 0.2) -> None:
+        """Measure how late the loop wakes up: the load generators' timetables share it."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            t = loop.time()
+            await asyncio.sleep(every_s)
+            lag = max(0.0, loop.time() - t - every_s)
+            self.loop_lag_s = 0.8 * self.loop_lag_s + 0.2 * lag
+            self.metrics.usage.labels("loop_lag_seconds").set(self.loop_lag_s)
+
+    def capacity_problem(self, analysis: Analysis) -> str | None:
+        """Why a new run of `analysis` may not start now (None: it may)."""
+        srv = self.settings.server
+        live = self.active()
+        if len(live) >= srv.max_sessions:
+            return f"{len(live)} runs measuring, server.max_sessions is {srv.max_sessions}"
+        same = sum(1 for x in live if x.analysis.name == analysis.name)
+        if same >= srv.max_sessions_per_analysis:
+            return (f"{same} runs of analysis {analysis.name} measuring, server.max_sessions_per_analysis is "
+                    f"{srv.max_sessions_per_analysis}")
+        if self.loop_lag_s > srv.max_loop_lag_s:
+            return (f"Shadowgate is at capacity (its loop runs {1000 * self.loop_lag_s:.0f} ms late, "
+                    f"server.max_loop_lag_s is {1000 * srv.max_loop_lag_s:.0f} ms): a new run would be measured badly")
+        used = self.target_rates()
+        for address, r in planned_rates(analysis).items():
+            if used.get(address, 0.0) + r > srv.max_target_rate:
+                return (f"model server {address} would get {used.get(address, 0.0) + r:.0f} req/s, "
+                        f"server.max_target_rate is {srv.max_target_rate:g}")
+        return None
+
+    def target_rates(self) -> dict[str, float]:
+        """Requests/s the live runs send each model server address."""
+        used: dict[str, float] = {}
+        for x in self.active():
+            for address, r in planned_rates(x.analysis, x.rate_override).items():
+                used[address] = used.get(address, 0.0) + r
+        return used
+
+    def rate_problem(self, s: "Session", rate: float) -> str | None:
+        """Why `s` may not move to `rate` requests/s (None: it may)."""
+        used = self.target_rates()
+        mine, wanted = planned_rates(s.analysis, s.rate_override), planned_rates(s.analysis, rate)
+        for address, r in wanted.items():
+            total = used.get(address, 0.0) - mine.get(address, 0.0) + r
+            if total > self.settings.server.max_target_rate:
+                return (f"model server {address} would get {total:.0f} req/s, server.max_target_rate is "
+                        f"{self.settings.server.max_target_rate:g}")
+        return None
 
     def loop_alive(self) -> bool:
         return self._thread is None or self._thread.is_alive()
@@ -392,6 +464,9 @@ class SessionManager:
             if not start or run.status in FINAL_STATUSES:
                 return None
             analysis = self.settings.analyses[run.analysis]
+            problem = self.capacity_problem(analysis)
+            if problem:
+                raise AtCapacity(problem)
             s = Session(self, run, analysis, self.factory(analysis))
             # Restore under the lock: a second caller must not see a half-loaded session.
             stored = self.store.windows(run.id, with_data=not run.state)
@@ -400,7 +475,7 @@ class SessionManager:
             self._sessions[run.id] = s
             self._live_keys[(run.caller, run.analysis, run.namespace, run.name, run.revision)] = run.id
             s._task = asyncio.run_coroutine_threadsafe(self._supervise(s), self.loop)
-            self.metrics.sessions.set(len([x for x in self._sessions.values() if not x.stopped]))
+            self._publish_usage()
         resumed = bool(stored) or run.status == "idle"
         run.status = "running"
         self.store.update_run(run.id, status="running")
@@ -423,7 +498,7 @@ class SessionManager:
                     key = (s.run.caller, s.run.analysis, s.run.namespace, s.run.name, s.run.revision)
                     if self._live_keys.get(key) == s.run.id:
                         del self._live_keys[key]
-                self.metrics.sessions.set(len(self._sessions))
+                self._publish_usage()
             if s.idle:
                 try:
                     self.store.update_run(s.run.id, status="idle")
@@ -459,6 +534,13 @@ class SessionManager:
         self.store.update_run(run.id, status=status)
         self.metrics.forget_run(run)
         return verdict
+
+    def _publish_usage(self) -> None:
+        live = [x for x in self._sessions.values() if not x.stopped]
+        self.metrics.sessions.set(len(live))
+        self.metrics.usage.labels("sessions").set(len(live))
+        rates = self.target_rates()
+        self.metrics.usage.labels("target_rate").set(max(rates.values(), default=0.0))
 
     def active(self) -> list[Session]:
         with self._lock:

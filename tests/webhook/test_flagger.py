@@ -211,3 +211,29 @@ def test_metrics_are_per_rollout_and_removed_when_it_ends(make_app):
     text = c.get("/metrics").get_data(as_text=True)
     assert f'shadowgate_decision{{{labels}}}' not in text
     assert f'shadowgate_accuracy_ratio{{{labels},version="canary"}}' not in text
+
+
+def test_limits_protect_the_model_servers_with_429(make_app, config_dict):
+    """A cap on live runs per analysis and on the load one model server gets; both exported."""
+    config_dict["server"].update(max_sessions_per_analysis=2, max_target_rate=300)
+    config_dict["analyses"]["digits"]["load"] = {"rate": 100, "max_rate": 400}
+    app = make_app(config_dict, spec=GOOD)
+    c = app.test_client()
+    assert hook(c, "rollout", name="a1", analysis="digits").status_code == 200
+    r = hook(c, "rollout", name="a2", analysis="digits")
+    assert r.status_code == 429 and r.headers["Retry-After"] and "max_target_rate" in r.json["error"], r.json
+    r = hook(c, "rollout", name="a1", analysis="digits", rate="400")
+    assert r.status_code == 429 and r.json["field"] == "metadata.rate"
+    text = c.get("/metrics").get_data(as_text=True)
+    assert 'shadowgate_limit{kind="target_rate"} 300.0' in text
+    assert 'shadowgate_usage{kind="sessions"} 1.0' in text
+
+
+def test_sessions_per_analysis_cap(make_app, config_dict):
+    config_dict["server"].update(max_sessions_per_analysis=1)
+    app = make_app(config_dict, spec=GOOD)
+    c = app.test_client()
+    assert hook(c, "rollout", name="b1", analysis="digits").status_code == 200
+    r = hook(c, "rollout", name="b2", analysis="digits")
+    assert r.status_code == 429 and "max_sessions_per_analysis" in r.json["error"]
+    assert hook(c, "rollout", name="b3", analysis="podinfo").status_code == 200  # another analysis may start
