@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rollouts", type=int, default=20)
     ap.add_argument("--rate", type=float, default=220.0, help="load per version, requests/s")
     args = ap.parse_args(argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: no server left behind
     with tempfile.TemporaryDirectory() as d:
         out = run(args.rollouts, args.rate, Path(d))
     print(f"\n{args.rollouts} rollouts of identical models on two processes at {args.rate:g} req/s per version: "
