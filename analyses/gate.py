@@ -503,9 +503,12 @@ def _health(w: Window, cfg: JudgeConfig) -> str:
     es = w.stable.errors + int(np.count_nonzero(w.probes.stable_pred < 0))
     if ns and es / ns > cfg.stable_max_error_ratio:
         return "stable_down"
-    for t in (w.stable, w.canary):
-        if t.intended and t.late / t.intended > cfg.max_late_ratio:
-            return "overloaded"
+    # Shadowgate itself behind: its loop ran late (the session says so), or even the stable's sends
+    # could not leave on time. The canary's own late sends are not that: a slow canary fills the
+    # concurrency cap, and its latency from the intended send time is evidence against it.
+    st = w.stable
+    if w.unmeasured or (st.intended and st.late / st.intended > cfg.max_late_ratio):
+        return "overloaded"
     if w.golden:
         return "golden"
     return "ok"

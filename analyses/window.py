@@ -164,6 +164,8 @@ class Window:
     ctr: None when the counts could not be fetched (Prometheus down/empty).
     golden: the pre-rollout check of the whole golden set: probes only, sent
         in a burst, so never latency evidence.
+    unmeasured: why Shadowgate could not measure this window honestly (its
+        own event loop ran late), or None.
     """
 
     stable: VersionTraffic = field(default_factory=VersionTraffic)
@@ -172,6 +174,7 @@ class Window:
     ctr: CtrCounts | None = None
     reference_inputs: np.ndarray | None = None
     golden: bool = False
+    unmeasured: str | None = None
 
     def merge(self, other: "Window") -> "Window":
         if self.ctr is None:

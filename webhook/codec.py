@@ -38,6 +38,7 @@ def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES
         "stable": _traffic(window.stable),
         "canary": _traffic(window.canary),
         "golden": bool(window.golden),
+        "unmeasured": window.unmeasured,
         "ctr": None if window.ctr is None else {
             "stable_clicks": window.ctr.stable_clicks, "stable_impressions": window.ctr.stable_impressions,
             "canary_clicks": window.ctr.canary_clicks, "canary_impressions": window.ctr.canary_impressions,
@@ -75,4 +76,5 @@ def decode_window(blob: bytes) -> Window:
         stable = VersionTraffic(latencies_s=z["stable_latencies_s"], **header["stable"])
         canary = VersionTraffic(latencies_s=z["canary_latencies_s"], **header["canary"])
     ctr = CtrCounts(**header["ctr"]) if header["ctr"] is not None else None
-    return Window(stable=stable, canary=canary, probes=probes, ctr=ctr, golden=bool(header.get("golden", False)))
+    return Window(stable=stable, canary=canary, probes=probes, ctr=ctr, golden=bool(header.get("golden", False)),
+                  unmeasured=header.get("unmeasured"))

@@ -218,6 +218,9 @@ class Session:
         async with self._close_lock:
             started, ended = self.window_started, time.time()
             window = self.measurement.take_window()
+            if self.manager.lag_high_at >= started:
+                window.unmeasured = (f"Shadowgate's loop ran over {1000 * self.manager.settings.server.max_loop_lag_s:.0f}"
+                                     " ms late during the window")
             self.window_started = ended
             self._next_close = loop.time() + self.analysis.interval_s
             if window.stable.requests == 0 and window.canary.requests == 0 and len(window.probes) == 0:
@@ -294,6 +297,7 @@ class SessionManager:
         self._live_keys: dict[tuple, str] = {}
         self._closed = False
         self.loop_lag_s = 0.0  # how late the session loop runs (smoothed): Shadowgate's own load
+        self.lag_high_at = 0.0  # when the loop last ran later than server.max_loop_lag_s (unix s)
         srv = settings.server
         metrics.limit.labels("sessions").set(srv.max_sessions)
         metrics.limit.labels("sessions_per_analysis").set(srv.max_sessions_per_analysis)
@@ -328,6 +332,8 @@ class SessionManager:
             await asyncio.sleep(every_s)
             lag = max(0.0, loop.time() - t - every_s)
             self.loop_lag_s = 0.8 * self.loop_lag_s + 0.2 * lag
+            if self.loop_lag_s > self.settings.server.max_loop_lag_s:
+                self.lag_high_at = time.time()
             self.metrics.usage.labels("loop_lag_seconds").set(self.loop_lag_s)
 
     def capacity_problem(self, analysis: Analysis) -> str | None:

@@ -252,3 +252,24 @@ def test_boundaries_are_the_ville_bounds():
     fail_at, pass_at = gate.boundaries("latency")
     assert fail_at == pytest.approx(math.log(1 / gate.alphas["latency"]))
     assert pass_at == pytest.approx(math.log(CFG.beta))
+
+
+def test_a_slow_canary_that_fills_the_concurrency_cap_is_still_evidence():
+    """Only the canary's sends were late: its slowness, not Shadowgate's, so latency counts and fails."""
+    rng = np.random.default_rng(0)
+    w = _window(rng=rng)
+    w.canary.latencies_s = w.canary.latencies_s * 5.0
+    w.canary.late = 900
+    gate = Gate(CFG, golden_rows=100)
+    st = gate.new_state()
+    gate.update(st, w)
+    assert st.health == "ok" and st.checks["latency"].failed_at == 1
+
+
+def test_a_window_the_service_could_not_measure_is_nobodys_evidence():
+    w = _window(canary_errors=600)
+    w.unmeasured = "loop late"
+    gate = Gate(CFG, golden_rows=100)
+    st = gate.new_state()
+    gate.update(st, w)
+    assert st.health == "overloaded" and st.checks["errors"].windows == 0
