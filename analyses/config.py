@@ -18,12 +18,19 @@ error rates and accuracy drops are absolute ratios in 0..1 (0.01 = 1 %,
 stable's). Per-window stages tighten or loosen them as the rollout's weight
 grows.
 
+Prometheus checks (`prometheus:`, one per name) compare the two versions
+on production metrics with the same kind of thresholds; their units follow
+their comparison (analyses.promchecks). Their queries are the webhook's
+business (webhook/promchecks.py): this schema holds only what the gate needs.
+
 The webhook's YAML embeds this schema under each analysis' `checks:` key,
 so errors name the dotted path below it (`checks.latency.rollback`).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +44,7 @@ __all__ = [
     "GATED_CHECKS",
     "JudgeConfig",
     "LatencyConfig",
+    "PrometheusCheckConfig",
     "Stage",
     "Thresholds",
     "load_judge_config",
@@ -49,6 +57,10 @@ DRIFT_DEFAULT_THRESHOLDS = {"ks": 0.05, "psi": 0.1, "wasserstein": 0.1, "jensens
 
 # The checks that can gate a run, in the order they are reported.
 GATED_CHECKS = ("accuracy", "latency", "errors", "errors_increase", "ctr")
+# Names a Prometheus check cannot take: the built-in checks and the drift reports.
+RESERVED_CHECK_NAMES = frozenset(GATED_CHECKS + ("drift", "prediction_scores", "prediction_classes",
+                                                 "prediction_agreement", "input_drift"))
+PROM_CHECK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class ConfigError(ValueError):
@@ -144,6 +156,86 @@ class CtrConfig(_Gated):
     min_impressions: int = Field(1000, ge=1)
 
 
+PROM_KINDS = ("counter_ratio", "histogram_quantile", "gauge_ceiling")
+PROM_COMPARES = {
+    "counter_ratio": ("difference", "ratio", "drop", "canary"),
+    "histogram_quantile": ("ratio",),
+    "gauge_ceiling": ("level", "difference"),
+}
+_DEFAULT_MIN = {"counter_ratio": 200.0, "gauge_ceiling": 2.0}
+
+
+class PrometheusCheckConfig(_Gated):
+    """A comparison of stable and canary on production metrics from Prometheus (analyses.promchecks).
+
+    kind: counter_ratio (events over trials per version: 5xx over requests,
+        clicks over impressions), histogram_quantile (a quantile from `le`
+        bucket counts) or gauge_ceiling (a sampled level, e.g. GPU
+        utilisation).
+    compare: what alert and rollback are about, and their units:
+        counter_ratio: difference (canary rate minus stable's, absolute
+        0..1; the default), ratio (canary/stable x-fold), drop (1 -
+        canary/stable, 0..1, as CTR), canary (the canary's own rate 0..1);
+        histogram_quantile: ratio (canary/stable quantile, x-fold);
+        gauge_ceiling: level (the canary's mean, in the gauge's units; the
+        default) or difference (canary minus stable).
+    quantile: histogram_quantile only (0.99 = P99).
+    min_count: fewer trials (counters), observations (histograms) or
+        samples (gauges) per version in a window is missing data (default
+        200 trials; 10 / (1 - quantile) observations, 1000 for a P99; 2
+        samples).
+    on_missing: no data in a window (Prometheus down or slow, a series
+        missing, below min_count): "skip" the window or "fail" the check.
+    overdispersion: counters and histograms, multiply each window's
+        variance by the spread the run's windows show beyond it (as latency).
+    noise: gauges, the window-to-window standard deviation assumed until
+        the run's own windows show it (gauge units; default (rollback -
+        alert) / 2).
+    unit: the metric's unit, for reports ("us", "ms", "%").
+    """
+
+    kind: Literal["counter_ratio", "histogram_quantile", "gauge_ceiling"]
+    compare: Literal["difference", "ratio", "drop", "canary", "level"]
+    quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    min_count: float | None = Field(None, ge=1.0)
+    on_missing: Literal["skip", "fail"] = "skip"
+    overdispersion: bool = True
+    noise: float | None = Field(None, gt=0.0)
+    unit: str = Field("", max_length=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_compare(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("compare") is None and data.get("kind") in PROM_COMPARES:
+            data = {**data, "compare": PROM_COMPARES[data["kind"]][0]}
+        return data
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "PrometheusCheckConfig":
+        allowed = PROM_COMPARES[self.kind]
+        if self.compare not in allowed:
+            raise ValueError(f"compare: {self.compare!r} is not a comparison of {self.kind} "
+                             f"({', '.join(allowed)})")
+        a, r = self.alert, self.rollback
+        if self.compare == "ratio" and not a > 0:
+            raise ValueError("alert: must be > 0 (a canary/stable ratio)")
+        if self.compare in ("drop", "canary") and not (0 <= a < 1 and 0 < r < 1):
+            raise ValueError(f"alert: {self.compare} thresholds are ratios in 0..1")
+        if self.compare == "canary" and not a > 0:
+            raise ValueError("alert: must be > 0 (a rate)")
+        if self.kind == "counter_ratio" and self.compare == "difference" and not (-1 < a < 1 and r <= 1):
+            raise ValueError("alert: a difference of two rates lies in -1..1")
+        return self
+
+    def min_trials(self) -> float:
+        """min_count with its default for the kind."""
+        if self.min_count is not None:
+            return self.min_count
+        if self.kind == "histogram_quantile":
+            return float(math.ceil(10.0 / (1.0 - self.quantile) - 1e-9))
+        return _DEFAULT_MIN[self.kind]
+
+
 class DriftConfig(_Strict):
     """Prediction and input drift: reported every window, never gating.
 
@@ -178,6 +270,7 @@ class Stage(_Strict):
     errors: Thresholds | None = None
     errors_increase: Thresholds | None = None
     ctr: Thresholds | None = None
+    prometheus: dict[str, Thresholds] = Field(default_factory=dict)
 
 
 class JudgeConfig(_Strict):
@@ -209,7 +302,18 @@ class JudgeConfig(_Strict):
     errors_increase: ErrorIncreaseConfig = Field(default_factory=ErrorIncreaseConfig)
     ctr: CtrConfig = Field(default_factory=CtrConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    prometheus: dict[str, PrometheusCheckConfig] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
+
+    @field_validator("prometheus")
+    @classmethod
+    def _prom_names(cls, v: dict[str, PrometheusCheckConfig]) -> dict[str, PrometheusCheckConfig]:
+        for name in v:
+            if name in RESERVED_CHECK_NAMES:
+                raise ValueError(f"{name}: a built-in check has this name")
+            if not PROM_CHECK_NAME_RE.match(name):
+                raise ValueError(f"{name}: lower-case letters, digits and '_', starting with a letter")
+        return v
 
     @model_validator(mode="after")
     def _stages(self) -> "JudgeConfig":
@@ -232,26 +336,42 @@ class JudgeConfig(_Strict):
                     type(base).model_validate(probe.model_dump())
                 except ValidationError as err:
                     raise ValueError(f"stages.{i}.{name}: {_format_error(err, '')}") from None
+            for name, t in st.prometheus.items():
+                base = self.prometheus.get(name)
+                if base is None:
+                    raise ValueError(f"stages.{i}.prometheus.{name}: no Prometheus check has this name")
+                try:
+                    PrometheusCheckConfig.model_validate({**base.model_dump(), "alert": t.alert,
+                                                          "rollback": t.rollback})
+                except ValidationError as err:
+                    raise ValueError(f"stages.{i}.prometheus.{name}: {_format_error(err, '')}") from None
         return self
 
+    def check(self, name: str) -> Any:
+        """The configuration of gated check `name`: a built-in one or a Prometheus check."""
+        if name in self.prometheus:
+            return self.prometheus[name]
+        return getattr(self, name)
+
     def gated(self) -> list[str]:
-        """Enabled gated checks, in report order."""
-        return [n for n in GATED_CHECKS if getattr(self, n).enabled]
+        """Enabled gated checks, in report order: the built-in ones, then the Prometheus checks."""
+        return ([n for n in GATED_CHECKS if getattr(self, n).enabled]
+                + [n for n, c in self.prometheus.items() if c.enabled])
 
     def thresholds(self, name: str, window: int) -> tuple[float, float]:
         """(alert, rollback) of check `name` for window number `window` (1-based)."""
-        cfg = getattr(self, name)
+        cfg = self.check(name)
         alert, rollback = cfg.alert, cfg.rollback
         for st in self.stages:
-            if st.from_window <= window and getattr(st, name) is not None:
-                t = getattr(st, name)
+            t = st.prometheus.get(name) if name in self.prometheus else getattr(st, name)
+            if st.from_window <= window and t is not None:
                 alert, rollback = t.alert, t.rollback
         return alert, rollback
 
     def alpha_shares(self, active: list[str]) -> dict[str, float]:
         """alpha of each active gated check: split by `alpha_weight`, summing to `alpha`."""
-        total = sum(getattr(self, n).alpha_weight for n in active)
-        return {n: self.alpha * getattr(self, n).alpha_weight / total for n in active} if total else {}
+        total = sum(self.check(n).alpha_weight for n in active)
+        return {n: self.alpha * self.check(n).alpha_weight / total for n in active} if total else {}
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:
@@ -265,7 +385,7 @@ def _format_error(err: ValidationError, prefix: str) -> str:
             msg = "unknown field"
         # model-level validators report the field in the message itself
         if ":" in msg and (not loc or msg.split(":", 1)[0].strip().split(".")[0] in
-                           ("rollback", "stages", "alert")):
+                           ("rollback", "stages", "alert", "compare")):
             sub, msg = (s.strip() for s in msg.split(":", 1))
             loc = ".".join(p for p in (loc, sub) if p)
         path = ".".join(p for p in (prefix, loc) if p)

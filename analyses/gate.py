@@ -40,6 +40,16 @@ The per-window likelihood ratio of each check:
   of per-window estimates beyond what v predicts, shrunk towards 1), which
   is what keeps identical versions on two busy servers from failing.
   Failed and timed-out requests count as latency at the deadline.
+- Prometheus checks (production metrics of both versions, fetched when a
+  window closes; analyses.promchecks says each test): counters compared as
+  two proportions (Gaussian on the difference or the log ratio, or exact
+  Bernoulli on the canary's own rate), histogram quantiles as a log ratio
+  (bucketed, overdispersion-corrected as latency), gauges as a mean level
+  with the larger of the within-window and the window-to-window variance.
+  Their names are the configuration's; every rule above applies unchanged.
+  They are production traffic, not Shadowgate's load: Shadowgate's own
+  overload does not discount them; a window without a fetch (the golden
+  burst) gives no evidence; missing data follows the check's `on_missing`.
 - accuracy: paired per golden row, x = stable right - canary right, with
   mean d; each golden row counts once (a deterministic model repeats its
   answer), so the evidence is bounded by the golden set. Gaussian LR with
@@ -68,7 +78,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from . import stats
+from . import promchecks, stats
 from .config import JudgeConfig
 from .results import CheckResult, Verdict, phase_of
 from .window import VersionTraffic, Window
@@ -179,6 +189,7 @@ class Evidence:
     n_stable: int = 0
     n_canary: int = 0
     rows: tuple[int, int, int] | None = None  # accuracy: new rows, sum x, discordant
+    missing: bool = False  # no data (Prometheus down, empty, too few counts): on_missing applies
 
 
 @dataclass
@@ -254,6 +265,11 @@ class Gate:
         cfg = self.config
         if health == "stable_down":
             return Evidence(False, "stable is down in this window: nothing to compare the canary with")
+        if name in cfg.prometheus:
+            r = promchecks.reading(cfg.prometheus[name], w.prometheus.get(name), alert, rollback,
+                                   (cs.m, cs.s1, cs.s2))
+            return Evidence(r.measured, r.why, r.estimate, r.var, r.k, r.n, r.stable, r.canary, r.n_stable,
+                            r.n_canary, missing=r.missing)
         if name == "accuracy":
             return _accuracy(w, cs)
         if health == "golden" and name in ("latency", "ctr"):
@@ -284,8 +300,15 @@ class Gate:
             return _ctr(w, cfg.ctr.min_impressions)
         raise KeyError(name)
 
+    def _bernoulli(self, name: str) -> bool:
+        """Exact Bernoulli likelihood ratio on the canary's counts (else Gaussian on an estimate)."""
+        p = self.config.prometheus.get(name)
+        return name == "errors" or (p is not None and p.compare == "canary")
+
     def _scale(self, name: str, t: float) -> float:
         """A threshold on the test's scale."""
+        if name in self.config.prometheus:
+            return promchecks.scale(self.config.prometheus[name], t)
         if name == "latency":
             return math.log(t)
         if name == "ctr":
@@ -301,8 +324,10 @@ class Gate:
                                "stable": ev.stable, "canary": ev.canary}
         if not ev.measured:
             cs.nodata = ev.why
-            if name == "ctr" and cfg.ctr.on_missing == "fail" and cs.forced is None and ev.why:
-                cs.forced = f"CTR counts missing and ctr.on_missing is fail: {ev.why}"
+            on_missing = cfg.check(name).on_missing if name == "ctr" or name in cfg.prometheus else "skip"
+            if ev.missing and on_missing == "fail" and cs.forced is None and cs.failed_at is None:
+                what = "CTR counts" if name == "ctr" else "data"
+                cs.forced = f"{what} missing and {name}.on_missing is fail: {ev.why}"
                 cs.failed_at = seq
             out.update(why=ev.why, llr=cs.llr)
             return out
@@ -310,7 +335,9 @@ class Gate:
         cs.windows += 1
         cs.n_stable += ev.n_stable
         cs.n_canary += ev.n_canary
-        if name == "errors":
+        prom = cfg.prometheus.get(name)
+        bern = self._bernoulli(name)
+        if bern:
             k, n = ev.k, ev.n
 
             def lr(p1: float, p0: float = t0) -> float:
@@ -331,12 +358,17 @@ class Gate:
             ev.var = var / n_new if n_new else None
         else:
             var = ev.var
-            if name == "latency":
-                var *= _overdispersion(cs)
+            if name == "latency" or (prom is not None and prom.kind != "gauge_ceiling"):
+                if name == "latency" or prom.overdispersion:
+                    var *= _overdispersion(cs)
                 cs.m += 1
                 cs.s1 += ev.estimate
                 cs.s2 += ev.estimate * ev.estimate
                 cs.sv += ev.var
+            elif prom is not None:  # gauges: the window-to-window spread is already in ev.var
+                cs.m += 1
+                cs.s1 += ev.estimate
+                cs.s2 += ev.estimate * ev.estimate
             x = ev.estimate
 
             def lr(th: float) -> float:
@@ -345,7 +377,7 @@ class Gate:
         inc = lr(t1)
         for j, (off, _) in enumerate(MIXTURE):
             th = t1 + off * (t1 - t0)
-            if name == "errors" and th >= 1.0:
+            if bern and th >= 1.0:
                 th = 1.0 - 1e-9
             cs.mix[j] += lr(th)
         if ev.estimate is not None and ev.var:
@@ -379,7 +411,7 @@ class Gate:
     def _decide(self, state: RunState, seq: int) -> None:
         if state.outcome == "fail":
             return  # a failed run stays failed
-        critical = [n for n in self.active if getattr(self.config, n).critical]
+        critical = [n for n in self.active if self.config.check(n).critical]
         if any(state.checks[n].failed_at is not None for n in critical):
             state.outcome, state.decided_at = "fail", seq
         elif critical and all(state.checks[n].passed_at is not None for n in critical):
@@ -435,10 +467,12 @@ class Gate:
 
     def _check_result(self, name: str, cs: CheckState, seq: int) -> CheckResult:
         cfg = self.config
-        ccfg = getattr(cfg, name)
+        ccfg = cfg.check(name)
+        prom = cfg.prometheus.get(name)
         alert, rollback = cfg.thresholds(name, seq)
         fail_at, pass_at = self.boundaries(name)
-        r = CheckResult(name=name, critical=ccfg.critical, unit=_UNITS[name], test=_TESTS[name], alert=alert,
+        r = CheckResult(name=name, critical=ccfg.critical, unit=promchecks.unit(prom) if prom else _UNITS[name],
+                        test=promchecks.test_name(prom) if prom else _TESTS[name], alert=alert,
                         rollback=rollback, llr=cs.llr, fail_evidence=_log_mixture(cs.mix),
                         fail_at=fail_at, pass_at=pass_at,
                         alpha=self.alphas[name], beta=cfg.beta, windows=cs.windows, n_stable=cs.n_stable,
@@ -455,7 +489,7 @@ class Gate:
             r.estimate = self._natural(name, est)
             lo, hi = self._natural(name, est - half), self._natural(name, est + half)
             r.ci = (min(lo, hi), max(lo, hi))
-        if name == "errors" and cs.n:
+        if self._bernoulli(name) and cs.n:
             r.estimate = cs.k / cs.n
             r.ci = stats.clopper_pearson(cs.k, cs.n, self.alphas[name])
         if cs.failed_at is not None:
@@ -466,23 +500,26 @@ class Gate:
             r.verdict = "continue"
         else:
             r.verdict = "nodata"
-        r.reason = _reason(name, r, cs, self._fmt)
+        r.reason = _reason(name, r, cs, self._fmt, promchecks.what(prom) if prom else None)
         return r
 
     def _natural(self, name: str, v: float | None) -> float | None:
         """From the test scale back to the thresholds' units."""
         if v is None:
             return None
+        if name in self.config.prometheus:
+            return promchecks.natural(self.config.prometheus[name], v)
         if name == "latency":
             return math.exp(min(v, 50.0))
         if name == "ctr":
             return -math.expm1(-v)
         return v
 
-    @staticmethod
-    def _fmt(name: str, v: float | None) -> str:
+    def _fmt(self, name: str, v: float | None) -> str:
         if v is None:
             return "-"
+        if name in self.config.prometheus:
+            return promchecks.fmt(self.config.prometheus[name], v)
         if name == "latency":
             return f"{v:.2f}x"
         if name == "ctr":
@@ -618,33 +655,31 @@ def _accuracy_var(cs: CheckState, rollback: float) -> float:
 
 
 def _ctr(w: Window, min_impressions: int) -> Evidence:
+    """CTR is a Prometheus counter pair compared as a drop (analyses.promchecks.counter_reading)."""
     c = w.ctr
     if c is None:
-        return Evidence(False, "no click and impression counts (Prometheus down or empty)")
+        return Evidence(False, "no click and impression counts (Prometheus down or empty)", missing=True)
     if min(c.stable_impressions, c.canary_impressions) < min_impressions:
-        return Evidence(False, f"fewer than {min_impressions} impressions per version")
+        return Evidence(False, f"fewer than {min_impressions} impressions per version", missing=True)
     if c.stable_clicks <= 0:
-        return Evidence(False, "stable has no clicks")
-    ks, ns, kc, nc = c.stable_clicks, c.stable_impressions, c.canary_clicks, c.canary_impressions
-    rs, rc = ks / ns, kc / nc
-    # minus the log CTR ratio; +0.5 keeps it finite when the canary has no click
-    est = -(math.log((kc + 0.5) / (nc + 0.5)) - math.log((ks + 0.5) / (ns + 0.5)))
-    var = 1 / (kc + 0.5) - 1 / (nc + 0.5) + 1 / (ks + 0.5) - 1 / (ns + 0.5)
-    return Evidence(True, estimate=est, var=max(var, 1e-12), stable=rs, canary=rc, n_stable=int(ns),
-                    n_canary=int(nc))
+        return Evidence(False, "stable has no clicks", missing=True)
+    r = promchecks.counter_reading(c.stable_clicks, c.stable_impressions, c.canary_clicks, c.canary_impressions,
+                                   "drop", min_impressions, events="clicks", trials="impressions")
+    return Evidence(r.measured, r.why, r.estimate, r.var, stable=r.stable, canary=r.canary,
+                    n_stable=int(c.stable_impressions), n_canary=int(c.canary_impressions), missing=r.missing)
 
 
 # ------------------------------------------------------------------ reasons
 
 
-def _reason(name: str, r: CheckResult, cs: CheckState, fmt) -> str:
+def _reason(name: str, r: CheckResult, cs: CheckState, fmt, what: str | None = None) -> str:
     thresholds = f"alert {fmt(name, r.alert)}, rollback {fmt(name, r.rollback)}"
     if cs.forced:
         return cs.forced
     if not cs.windows:
         return f"no data yet ({cs.nodata or 'no window measured it'})"
-    what = {"latency": "P99 canary/stable", "accuracy": "accuracy drop", "errors": "canary error rate",
-            "errors_increase": "error rate increase over stable", "ctr": "CTR"}[name]
+    what = what or {"latency": "P99 canary/stable", "accuracy": "accuracy drop", "errors": "canary error rate",
+                    "errors_increase": "error rate increase over stable", "ctr": "CTR"}[name]
     est = fmt(name, r.estimate)
     if r.ci is not None:
         est += f" [{fmt(name, r.ci[0])}, {fmt(name, r.ci[1])}]"

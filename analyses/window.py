@@ -155,6 +155,44 @@ class CtrCounts:
 
 
 @dataclass
+class PromCounts:
+    """What one Prometheus check fetched for one window (see analyses.promchecks).
+
+    kind: "counter": stable and canary are [events, trials] counted over
+        the window; "histogram": cumulative counts at each upper bound of
+        `bounds` (the last +inf); "gauge": the window's samples of the level.
+    missing: why nothing usable was fetched (Prometheus down or slow, a
+        series missing); stable and canary are then empty.
+    """
+
+    kind: str
+    stable: np.ndarray = field(default_factory=lambda: np.empty(0))
+    canary: np.ndarray = field(default_factory=lambda: np.empty(0))
+    bounds: np.ndarray | None = None
+    missing: str | None = None
+
+    def __post_init__(self) -> None:
+        self.stable = _f64(self.stable)
+        self.canary = _f64(self.canary)
+        if self.bounds is not None:
+            self.bounds = _f64(self.bounds)
+
+    def merge(self, other: "PromCounts") -> "PromCounts":
+        """Both windows' data: counts added (histograms with the same bounds), gauge samples joined."""
+        if self.missing:
+            return other
+        if other.missing or other.kind != self.kind:
+            return self
+        if self.kind == "gauge":
+            return PromCounts("gauge", np.concatenate([self.stable, other.stable]),
+                              np.concatenate([self.canary, other.canary]))
+        if self.stable.shape != other.stable.shape or self.canary.shape != other.canary.shape or (
+                self.bounds is not None and not np.array_equal(self.bounds, other.bounds)):
+            return self
+        return PromCounts(self.kind, self.stable + other.stable, self.canary + other.canary, self.bounds)
+
+
+@dataclass
 class Window:
     """One analysis interval of one run.
 
@@ -164,6 +202,9 @@ class Window:
     ctr: None when the counts could not be fetched (Prometheus down/empty).
     golden: the pre-rollout check of the whole golden set: probes only, sent
         in a burst, so never latency evidence.
+    prometheus: per Prometheus check (by name), what was fetched when the
+        window closed; a check absent here was not fetched (no evidence, not
+        missing data).
     unmeasured: why Shadowgate could not measure this window honestly (its
         own event loop ran late), or None.
     """
@@ -174,6 +215,7 @@ class Window:
     ctr: CtrCounts | None = None
     reference_inputs: np.ndarray | None = None
     golden: bool = False
+    prometheus: dict[str, PromCounts] = field(default_factory=dict)
     unmeasured: str | None = None
 
     def merge(self, other: "Window") -> "Window":
@@ -184,12 +226,16 @@ class Window:
         else:
             ctr = self.ctr.merge(other.ctr)
         ref = self.reference_inputs if self.reference_inputs is not None else other.reference_inputs
+        prom = dict(self.prometheus)
+        for name, counts in other.prometheus.items():
+            prom[name] = prom[name].merge(counts) if name in prom else counts
         return Window(
             stable=self.stable.merge(other.stable),
             canary=self.canary.merge(other.canary),
             probes=self.probes.merge(other.probes),
             ctr=ctr,
             reference_inputs=ref,
+            prometheus=prom,
         )
 
 

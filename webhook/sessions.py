@@ -285,6 +285,14 @@ class SessionManager:
         self.store = store
         self.metrics = metrics
         self.factory = measurement_factory or _default_factory
+        if measurement_factory is None:
+            # The gRPC stubs and load machinery load at start, not inside the first run's hook
+            # (half a second of imports on a hook's path otherwise).
+            import loadtest.load  # noqa: F401
+            import loadtest.shadow  # noqa: F401
+            import loadtest.wire  # noqa: F401
+
+            from . import measure  # noqa: F401
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
