@@ -432,19 +432,29 @@ class ShadowProber:
         self._take(finish)
         return self._total
 
-    async def probe_all(self, *, concurrency: int = 16) -> ProbeStats:
+    async def probe_all(self, *, concurrency: int = 16, give_up_after: int = 32) -> ProbeStats:
         """Every golden input once, to both versions (a pre-rollout check); keeps every pair.
 
         Closed loop with at most `concurrency` pairs in flight; latencies
         count from each pair's send. Does not touch the current window.
+        When the first `give_up_after` pairs all failed on one version, the
+        rest are not sent: a version that answers nothing has shown it, and
+        waiting out a deadline per golden row would only delay the verdict.
         """
         loop = asyncio.get_running_loop()
         n = self.inputs.shape[0]
         win = _Window(max(self.max_pairs, n), self._rng, loop.time())
         sem = asyncio.Semaphore(max(1, int(concurrency)))
 
+        def one_side_dead() -> bool:
+            if win.seen < give_up_after:
+                return False
+            return any(sum(codes.values()) >= win.seen for codes in win.errors)
+
         async def one(i: int) -> None:
             async with sem:
+                if one_side_dead():
+                    return
                 win.sent += 1
                 await self._pair(i, time.monotonic(), win)
 

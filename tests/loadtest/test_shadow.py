@@ -78,6 +78,19 @@ def test_failures_become_minus_one_and_are_counted_by_code():
     assert isinstance(pairs, ProbePairs) and len(pairs) == 10
 
 
+def test_probe_all_gives_up_on_a_version_that_answers_nothing():
+    """A dead canary shows itself in the first pairs; the other golden rows are not waited out."""
+    log = []
+    x, y = golden(400)
+    prober = ShadowProber(LoggingClient("s", log), LoggingClient("c", log, fail="DEADLINE_EXCEEDED"), x, y)
+    stats = asyncio.run(prober.probe_all(concurrency=8, give_up_after=32))
+    assert 32 <= stats.pairs_seen < 64  # at most the pairs already in flight finish
+    assert set(stats.pairs.canary_pred) == {-1}
+    healthy = asyncio.run(ShadowProber(LoggingClient("s", []), LoggingClient("c", []), x, y)
+                          .probe_all(concurrency=8, give_up_after=32))
+    assert healthy.pairs_seen == 400 and len(set(healthy.pairs.rows.tolist())) == 400
+
+
 def test_pairs_are_a_bounded_sample_on_long_runs():
     log = []
     x, y = golden(20)
