@@ -13,6 +13,7 @@ import time
 BENCHMARKS = {
     "gate_quality": "fail rates at alert and rollback on heavy-tailed bursty rollouts, fixed-threshold and Kayenta",
     "aa_rollouts": "20 Flagger-driven rollouts of identical models on two stand-in processes: none rolled back",
+    "hooks_stalled": "hook answer times with a stalled canary and a Prometheus that never answers",
     "gate_speed": "cost of one look at window 1, 100 and 1000; the run state's size",
     "load_capacity": "highest rate the load generator holds, client CPU per 1000 requests",
     "load_vs_hey": "our p99 and hey's next to the true p99, normal and with a 1 s stall every 10 s",
