@@ -1,0 +1,178 @@
+"""The report for a terminal or an incident ticket: plain text, every line at most 100 columns."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Any
+
+from .model import fmt_duration, fmt_est, fmt_time
+
+WIDTH = 100
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def _wrap(text: str, indent: str = "  ", first: str | None = None) -> list[str]:
+    return textwrap.wrap(" ".join(str(text).split()), WIDTH, initial_indent=first if first is not None else indent,
+                         subsequent_indent=indent + "  ", break_long_words=True, break_on_hyphens=False) or [indent]
+
+
+def _cut(text: Any, n: int) -> str:
+    t = " ".join(str(text if text is not None else "-").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bare(name: str, v: Any) -> str:
+    """A number in the check's units without the unit word (intervals)."""
+    if not _finite(v):
+        return "-"
+    if name == "latency":
+        return f"{v:.2f}"
+    if name == "errors":
+        return f"{100 * v:.2f}"
+    if name == "errors_increase":
+        return f"{100 * v:+.2f}"
+    if name in ("accuracy", "ctr"):
+        return f"{100 * v:.1f}"
+    return f"{v:.3g}"
+
+
+def sparkline(values: list[Any], lo: float, hi: float, width: int = 60) -> str:
+    """Values between lo and hi as block characters (clipped; gaps as spaces), resampled to `width`."""
+    vals = list(values)
+    if len(vals) > width:
+        vals = [vals[round(i * (len(vals) - 1) / (width - 1))] for i in range(width)]
+    out = []
+    for v in vals:
+        if not _finite(v) or hi <= lo:
+            out.append(" ")
+            continue
+        f = (min(max(v, lo), hi) - lo) / (hi - lo)
+        out.append(SPARK[min(int(f * len(SPARK)), len(SPARK) - 1)])
+    return "".join(out)
+
+
+def render(rep: dict[str, Any]) -> str:
+    run, dec, w = rep["run"], rep["decision"], rep["windows"]
+    L: list[str] = []
+    L.append(_cut(f"Shadowgate report {run['id']}: {dec['headline']}", WIDTH))
+    L.append(_cut(f"  outcome {dec['outcome']} · status {run['status']} · analysis {run['analysis']} · "
+                  f"{run['caller']} · {run['namespace']}/{run['name']} revision {run['revision']} "
+                  f"(attempt {run['attempt']})", WIDTH))
+    L.append(_cut(f"  started {fmt_time(run['started_at'])} · duration {fmt_duration(run['duration_s'])} · "
+                  f"{w['total']} windows", WIDTH))
+    if run.get("url"):
+        L.append(_cut(f"  {run['url']}", WIDTH))
+    L.append("")
+    L.append("Decision")
+    if dec["in_progress"]:
+        L += _wrap("IN PROGRESS: " + ("a session is measuring now; this shows the windows stored so far."
+                                      if dec["live"] else f"the run is {run['status']}: no session is measuring now;"
+                                      " the next hook call resumes it."))
+    for s in dec["sentences"]:
+        if not s.startswith("In progress"):
+            L += _wrap(s, first="  - ", indent="  ")
+    if dec.get("guarantee"):
+        L += _wrap(dec["guarantee"])
+    for warn in dec.get("warnings") or []:
+        L += _wrap("Warning: " + warn)
+    L.append("")
+
+    L.append("Checks (estimate [interval] in the thresholds' units; evidence: now / boundary)")
+    L.append(f"  {'check':<17}{'verdict':<9}{'estimate [interval]':<31}{'alert':<13}{'rollback':<13}"
+             f"{'to fail':<8}{'to pass':<8}at")
+    for c in rep["checks"]:
+        n = c["name"]
+        ci = c.get("ci") or [None, None]
+        est = f"{fmt_est(n, c.get('estimate'))} [{_bare(n, ci[0])}, {_bare(n, ci[1])}]"
+        fe, fa, llr, pa = c.get("fail_evidence"), c.get("fail_at"), c.get("llr"), c.get("pass_at")
+        L.append(f"  {_cut(n + ('*' if c.get('critical') else ''), 16):<17}{_cut(c.get('verdict'), 8):<9}"
+                 f"{_cut(est, 30):<31}{_cut(fmt_est(n, c.get('alert')), 12):<13}"
+                 f"{_cut(fmt_est(n, c.get('rollback')), 12):<13}"
+                 f"{_cut(_n(fe) + '/' + _n(fa), 7):<8}{_cut(_n(llr) + '/' + _n(pa), 7):<8}"
+                 f"{c.get('decided_at') or '-'}")
+    L.append("  * critical")
+    s = rep["series"]
+    if s["seq"]:
+        L.append("")
+        L.append(_cut(f"Evidence to fail over windows {s['seq'][0]}..{s['seq'][-1]} "
+                      f"(from the pass boundary to the fail boundary)", WIDTH))
+        for c in rep["checks"]:
+            sc = s["checks"].get(c["name"])
+            if sc is None or not _finite(c.get("fail_at")) or not _finite(c.get("pass_at")):
+                continue
+            line = sparkline(sc["fail_evidence"], c["pass_at"], c["fail_at"])
+            L.append(_cut(f"  {c['name']:<16} {line} {_n(sc['fail_evidence'][-1])}", WIDTH))
+    if rep["drift"]:
+        L.append("")
+        L.append("Drift (never gating)")
+        for c in rep["drift"]:
+            L.append(_cut(f"  {c['name']:<21}{_cut(c.get('verdict'), 7):<8}{_cut(c.get('reason'), 70)}", WIDTH))
+
+    raw = rep["raw"]
+    L.append("")
+    shown = f"the first, the newest and the decision windows of {w['total']}" if w["total"] > len(w["table"]) \
+        else f"all {w['total']}"
+    L.append(_cut(f"Windows ({shown}; s = stable, c = canary)", WIDTH))
+    L.append(f"  {'win':>5} {'kind':<9}{'health':<12}{'outcome':<9}{'requests s/c':>15}{'errors s/c':>13}"
+             f"{'late s/c':>11}{'P99 ms s/c':>15}{'pairs':>7} {'only s/c':>9}")
+    ridx = {q: i for i, q in enumerate(raw["seq"])}
+    sidx = {q: i for i, q in enumerate(s["seq"])}
+    for seq in w["table"]:
+        i = sidx.get(seq)
+        if i is None:
+            continue
+        head = f"  {seq:>5} {_cut(s['kind'][i], 8):<9}{_cut(s['health'][i], 11):<12}{_cut(s['outcome'][i], 8):<9}"
+        j = ridx.get(seq)
+        if j is None:
+            L.append(head + "(raw data not read or compacted)")
+            continue
+        ld, lat, p = raw["load"], raw["latency_ms"], raw["probes"]
+        L.append(head + f"{_pair(ld['stable']['requests'][j], ld['canary']['requests'][j]):>15}"
+                 f"{_pair(ld['stable']['errors'][j], ld['canary']['errors'][j]):>13}"
+                 f"{_pair(ld['stable']['late'][j], ld['canary']['late'][j]):>11}"
+                 f"{_pair(lat['stable']['p99'][j], lat['canary']['p99'][j], '{:.1f}'):>15}"
+                 f"{p['pairs'][j]:>7} {_pair(p['stable_only'][j], p['canary_only'][j]):>9}")
+    t = rep["totals"]
+    L.append("")
+    L.append("Load and errors" + (" (windows read)" if w["thinned"] else ""))
+    codes = sorted(set(t["stable"]["errors_by_code"]) | set(t["canary"]["errors_by_code"]))
+    for ver in ("stable", "canary"):
+        v = t[ver]
+        by = ", ".join(f"{c} {v['errors_by_code'].get(c, 0):,}" for c in codes) or "none"
+        rate = f" ({100 * v['errors'] / v['requests']:.2f} %)" if v["requests"] else ""
+        L += _wrap(f"{ver}: asked {v['intended']:,}, answered {v['requests']:,}, late {v['late']:,}, errors "
+                   f"{v['errors']:,}{rate}: {by}")
+    pr = t["probes"]
+    L += _wrap(f"probe pairs: {pr['pairs']:,} ({pr['answered']:,} answered by both); only stable right "
+               f"{pr['stable_only']:,}, only canary right {pr['canary_only']:,}")
+    newest = rep["newest"]
+    if newest.get("latency_ms"):
+        L += _wrap(f"newest window with load: {newest['seq']} (histograms in the HTML form)")
+
+    L.append("")
+    L.append(f"Timeline ({len(rep['timeline'])} entries; consecutive alike entries grouped)")
+    for g in rep["timeline_groups"]:
+        when = fmt_time(g["first_ts"])[11:19]
+        count = f"x{g['count']}" if g["count"] > 1 else ""
+        status = str(g["status"]) if g.get("status") is not None else ""
+        head = f"  {when} {_cut(g['kind'], 24):<25}{status:<4}{count:<6}"
+        L.append(head + _cut(g["message"], WIDTH - len(head)))
+    L.append("")
+    L.append(_cut(f"Built in {rep.get('built_in_ms')} ms from the store. Dates are UTC.", WIDTH))
+    return "\n".join(line.rstrip() for line in L) + "\n"
+
+
+def _n(v: Any) -> str:
+    return f"{v:.1f}" if _finite(v) else "-"
+
+
+def _pair(a: Any, b: Any, fmt: str = "{:,}") -> str:
+    def one(v: Any) -> str:
+        return fmt.format(v) if _finite(v) else "-"
+    return f"{one(a)}/{one(b)}"
+
