@@ -64,7 +64,7 @@ def time_left(budget_s: float) -> float:
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None, store: Store | None = None,
                measurement_factory: MeasurementFactory | None = None) -> Flask:
     """Build the app. `registry` defaults to a fresh one; `store` to SQLite at the configured path."""
-    from . import argo, flagger, ops
+    from . import argo, flagger, ops, reports
 
     app = Flask("shadowgate")
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -84,6 +84,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     app.register_blueprint(flagger.bp)
     app.register_blueprint(argo.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(reports.bp)
 
     @app.before_request
     def _start_timer() -> None:

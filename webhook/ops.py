@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .app import service
 from .errors import ApiError
+from .reports import report_for
 from .security import ANALYSIS_RE, RUN_ID_RE, check_token
 from .store import RUN_STATUSES
 from .verdicts import json_safe, summary
@@ -94,4 +95,5 @@ def run(run_id: str):
     body["windows"] = [json_safe(w.summary()) for w in svc.store.windows(run_id)]
     svc.sessions.flush_events()
     body["timeline"] = json_safe(svc.store.timeline(run_id))
+    body["report"] = report_for(svc, run_id)  # what /reports/<run> shows, as data (webhook.reports)
     return jsonify(body)
