@@ -155,5 +155,8 @@ def plan(config: JudgeConfig, *, requests_per_window: float, probes_per_window: 
                 note = f"{n:.0f} impressions per version per window at 3.5 % CTR"
             else:
                 note = "depends on impressions per window (give them to plan it)"
+        elif name in config.prometheus:
+            p = config.prometheus[name]
+            note = f"Prometheus {p.kind} ({p.compare}): depends on the production traffic of each window"
         out.append(CheckPlan(name, alert, rollback, a, wa, wr, note))
     return out, acc

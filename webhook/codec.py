@@ -2,7 +2,9 @@
 
 One window becomes one .npz blob (compressed): probe arrays as they are
 (scores and inputs as float32, enough for accuracy and drift), latencies as a
-bounded uniform sample, counts and CTR as a small JSON header. The drift
+bounded uniform sample, counts, CTR and the Prometheus checks' numbers
+(counter pairs, bucket counts, gauge samples: a few dozen numbers each) as a
+small JSON header. The drift
 reference set is not stored per window: it belongs to the analysis.
 """
 
@@ -13,7 +15,7 @@ import json
 
 import numpy as np
 
-from analyses.window import CtrCounts, ProbePairs, VersionTraffic, Window
+from analyses.window import CtrCounts, ProbePairs, PromCounts, VersionTraffic, Window
 
 # Enough for a p99 with a few dozen samples beyond it, per version and window.
 MAX_LATENCY_SAMPLES = 8192
@@ -31,6 +33,25 @@ def _traffic(t: VersionTraffic) -> dict:
             "intended": t.intended, "deadline_s": t.deadline_s}
 
 
+def _bound(b: float) -> float | str:
+    return "+Inf" if b == float("inf") else float(b)
+
+
+def _prometheus(window: Window) -> dict:
+    """Each Prometheus check's fetched numbers (JSON: counts, bucket counts, gauge samples)."""
+    return {name: {"kind": c.kind, "stable": c.stable.tolist(), "canary": c.canary.tolist(),
+                   "bounds": None if c.bounds is None else [_bound(b) for b in c.bounds.tolist()],
+                   "missing": c.missing}
+            for name, c in window.prometheus.items()}
+
+
+def _prom_counts(d: dict) -> PromCounts:
+    bounds = d.get("bounds")
+    if bounds is not None:
+        bounds = [float("inf") if b == "+Inf" else float(b) for b in bounds]
+    return PromCounts(d["kind"], d.get("stable") or [], d.get("canary") or [], bounds, d.get("missing"))
+
+
 def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES) -> bytes:
     """Serialize a window (without its reference inputs) to npz bytes."""
     rng = np.random.default_rng(0)
@@ -43,6 +64,7 @@ def encode_window(window: Window, max_latency_samples: int = MAX_LATENCY_SAMPLES
             "stable_clicks": window.ctr.stable_clicks, "stable_impressions": window.ctr.stable_impressions,
             "canary_clicks": window.ctr.canary_clicks, "canary_impressions": window.ctr.canary_impressions,
         },
+        "prometheus": _prometheus(window),
     }
     p = window.probes
     arrays = {
@@ -76,5 +98,6 @@ def decode_window(blob: bytes) -> Window:
         stable = VersionTraffic(latencies_s=z["stable_latencies_s"], **header["stable"])
         canary = VersionTraffic(latencies_s=z["canary_latencies_s"], **header["canary"])
     ctr = CtrCounts(**header["ctr"]) if header["ctr"] is not None else None
+    prometheus = {name: _prom_counts(d) for name, d in (header.get("prometheus") or {}).items()}
     return Window(stable=stable, canary=canary, probes=probes, ctr=ctr, golden=bool(header.get("golden", False)),
-                  unmeasured=header.get("unmeasured"))
+                  unmeasured=header.get("unmeasured"), prometheus=prometheus)

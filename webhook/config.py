@@ -184,6 +184,49 @@ class CtrConfig(_Strict):
         return v
 
 
+class PrometheusVersions(_Strict):
+    stable: str | None = Field(default=None, min_length=1, max_length=200)
+    canary: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class PrometheusSelectors(_Strict):
+    """PromQL label matchers picking each version's series, substituted for `{selector}`."""
+
+    stable: str = Field(min_length=1, max_length=1000)
+    canary: str = Field(min_length=1, max_length=1000)
+
+
+class PrometheusConfig(_Strict):
+    """Where the Prometheus checks (`checks.prometheus`) read production metrics.
+
+    selectors: label matchers of each version's series for sources without
+        a version label (TF Serving, DCGM: one process or pod per version),
+        e.g. `job="tfserving-canary"` or `pod=~"digits-canary-.*"`; they may
+        use {version}, {namespace}, {name}. Presets with a version label
+        (Istio, NGINX) bring their own; a check's own `selectors` wins.
+    versions: the names substituted for {version} (default: each target's
+        label or version number).
+    timeout_s: the deadline of one window's fetch (every query at once).
+    lag_s: evaluate at the window's end minus this, so the last scrape has
+        landed (windows stay back to back).
+    step_s: gauges, the step of the range query over the window.
+    """
+
+    url: str
+    timeout_s: float = Field(default=3.0, gt=0, le=30)
+    lag_s: float = Field(default=0.0, ge=0, le=600)
+    step_s: float = Field(default=15.0, gt=0, le=3600)
+    selectors: PrometheusSelectors | None = None
+    versions: PrometheusVersions = Field(default_factory=PrometheusVersions)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
 class AnalysisConfig(_Strict):
     """One named analysis: what to compare, with which data, judged how."""
 
@@ -195,6 +238,7 @@ class AnalysisConfig(_Strict):
     load: LoadConfig = Field(default_factory=LoadConfig)
     checks: dict[str, Any] = Field(default_factory=dict)
     ctr: CtrConfig | None = None
+    prometheus: PrometheusConfig | None = None
     interval_s: float | None = Field(default=None, gt=0, description="overrides server.interval_s")
     min_window_probes: int = Field(default=20, ge=1,
                                    description="probe pairs needed to close a window early on a hook call")
@@ -310,6 +354,7 @@ class Analysis:
     reference_inputs: np.ndarray | None
     interval_s: float
     gate: Any = None  # analyses.gate.Gate: the run decision of this analysis
+    prometheus: Any = None  # webhook.promchecks: {name: CheckQueries} of the Prometheus checks
 
     def plan(self) -> tuple[list[Any], Any]:
         """`analyses.plan.plan` with this analysis' rates, interval and golden set."""
@@ -383,7 +428,46 @@ def _gate(judge_config: Any, ac: "AnalysisConfig", golden_rows: int) -> Any:
         active.append("latency")
     if ac.ctr is not None:
         active.append("ctr")
+    if ac.prometheus is not None:
+        active += [n for n, c in judge_config.prometheus.items() if c.enabled]
     return Gate(judge_config, active=active, golden_rows=golden_rows)
+
+
+def _prometheus_checks(ac: "AnalysisConfig", field: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`checks` with `prometheus` reduced to what the gate needs, and the checks' queries (by name)."""
+    from .promchecks import CheckError, render, resolve_checks
+    from .verdicts import RESERVED
+
+    checks = dict(ac.checks)
+    raw = checks.get("prometheus")
+    if not raw:
+        return checks, {}
+    if ac.prometheus is None:
+        raise ConfigError(f"{field}.prometheus", "checks.prometheus is set but no prometheus source (url) is")
+    sel = ac.prometheus.selectors
+    try:
+        stat, queries = resolve_checks(raw, (sel.stable, sel.canary) if sel else None, reserved=set(RESERVED))
+    except CheckError as err:
+        where = f"{field}.checks.prometheus" + (f".{err.field}" if err.field else "")
+        raise ConfigError(where, err.message) from None
+    versions = prometheus_versions(ac)
+    for name, q in queries.items():
+        if q.selectors is None:
+            continue
+        rendered = [render(s, version=versions[v], namespace="ns", name="name", model="m")
+                    for s, v in zip(q.selectors, ("stable", "canary"))]
+        if rendered[0] == rendered[1]:
+            raise ConfigError(f"{field}.checks.prometheus.{name}.selectors",
+                              f"stable and canary select the same series ({rendered[0]}): set "
+                              "prometheus.versions or selectors")
+    checks["prometheus"] = stat
+    return checks, queries
+
+
+def prometheus_versions(ac: "AnalysisConfig") -> dict[str, str]:
+    """The names substituted for {version}: configured, else each target's label or version."""
+    v = ac.prometheus.versions if ac.prometheus is not None else PrometheusVersions()
+    return {"stable": v.stable or ac.stable.version_name(), "canary": v.canary or ac.canary.version_name()}
 
 
 def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
@@ -428,7 +512,8 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
         ref = None
         if ac.reference is not None:
             ref, _ = _load_npz(base, ac.reference, f"{field}.reference", need_labels=False)
-        judge_config = _judge_config(ac.checks, f"{field}.checks")
+        checks, prom_queries = _prometheus_checks(ac, field)
+        judge_config = _judge_config(checks, f"{field}.checks")
         if ac.ctr is None:
             explicit = isinstance(ac.checks.get("ctr"), dict) and ac.checks["ctr"].get("enabled") is True
             if explicit:
@@ -445,6 +530,7 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
             golden_inputs=inputs, golden_labels=labels, reference_inputs=ref,
             interval_s=ac.interval_s or config.server.interval_s,
             gate=_gate(judge_config, ac, int(inputs.shape[0])),
+            prometheus=prom_queries,
         )
 
     store = Path(config.server.store)

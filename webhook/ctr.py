@@ -1,29 +1,30 @@
-"""Clicks and impressions per version, from Prometheus, with a deadline.
+"""Clicks and impressions per version, from Prometheus, with a deadline: the CTR counter pair.
 
-The queries are the operator's PromQL templates; only `{version}` and
-`{window}` are substituted, with values from the configuration (never from a
-payload). Plain string replacement, not `str.format`: PromQL uses braces.
-Any failure (Prometheus down, slow, an empty result) gives None: the window
-then has no CTR and the judge reports no data for that check.
+CTR is one of the Prometheus checks (webhook/promchecks.py): a counter
+pair, clicks over impressions per version, judged as a drop
+(analyses.promchecks.counter_reading). This module keeps the `ctr:` section
+of an analysis working as it always has: its queries are the operator's
+PromQL templates in which only `{version}` and `{window}` are substituted,
+with values from the configuration (never from a payload); plain string
+replacement, not `str.format` (PromQL uses braces). Any failure (Prometheus
+down, slow, an empty result, clicks included) gives None: the window then
+has no CTR and the check's `on_missing` decides.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from analyses.window import CtrCounts
 
 from .config import CtrConfig, TargetConfig
+from .promchecks import NoData, PromClient, scalar, window_duration
 
 log = logging.getLogger(__name__)
 
-
-def window_duration(seconds: float) -> str:
-    """A PromQL range for a window length in seconds, at least 1s (e.g. `30s`)."""
-    return f"{max(1, int(round(seconds)))}s"
+__all__ = ["CtrSource", "render", "window_duration"]
 
 
 def render(template: str, version: str, window_s: float) -> str:
@@ -35,30 +36,19 @@ class CtrSource:
     """Fetches CtrCounts for one analysis."""
 
     def __init__(self, config: CtrConfig, stable: TargetConfig, canary: TargetConfig) -> None:
-        from prometheus_api_client import PrometheusConnect
-        from urllib3.util.retry import Retry
-
         self.config = config
         self.versions = {
             "stable": config.versions.stable or stable.version_name(),
             "canary": config.versions.canary or canary.version_name(),
         }
-        # No retries: the deadline is the whole budget, and the next window asks again.
-        self._prom = PrometheusConnect(url=config.prometheus, disable_ssl=False, retry=Retry(total=0),
-                                       timeout=config.timeout_s)
+        self._prom = PromClient(config.prometheus, config.timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ctr")
 
     def _scalar(self, query: str) -> float | None:
-        result = self._prom.custom_query(query, timeout=self.config.timeout_s)
-        if not result:
+        try:
+            return scalar(self._prom.instant(query))
+        except NoData:
             return None
-        total = 0.0
-        for series in result:  # a vector; sum it so `by (...)` queries still work
-            value = float(series["value"][1])
-            if not math.isfinite(value):
-                return None
-            total += value
-        return total
 
     def fetch(self, window_s: float) -> CtrCounts | None:
         """Counts over the last `window_s` seconds, or None within `timeout_s` seconds."""

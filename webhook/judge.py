@@ -107,6 +107,11 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
     ctr = None
     if analysis.config.ctr is not None:
         ctr = CtrSource(analysis.config.ctr, analysis.config.stable, analysis.config.canary)
+    prom = None
+    if analysis.config.prometheus is not None and analysis.prometheus:
+        from .promchecks import source_for
+
+        prom = source_for(analysis)  # no rollout here: a check using {namespace} or {name} gets no data
     bar = None
     if progress:
         from tqdm import tqdm
@@ -137,6 +142,8 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
                 w = m.take_window()
                 if ctr is not None:
                     w.ctr = await loop.run_in_executor(None, ctr.fetch, now - w_start)
+                if prom is not None:
+                    w.prometheus = await loop.run_in_executor(None, prom.fetch, now - w_start, time.time())
                 w.reference_inputs = analysis.reference_inputs
                 gate.update(state, w)  # constant cost: the state holds sums, not windows
                 windows += 1
@@ -151,6 +158,8 @@ async def _measure(analysis: Analysis, duration_s: float, interval_s: float, pro
         await m.stop()
         if ctr is not None:
             ctr.close()
+        if prom is not None:
+            prom.close()
         if bar is not None:
             bar.n = bar.total
             bar.close()

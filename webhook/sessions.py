@@ -225,15 +225,37 @@ class Session:
             self._next_close = loop.time() + self.analysis.interval_s
             if window.stable.requests == 0 and window.canary.requests == 0 and len(window.probes) == 0:
                 return None
-            ctr = self.manager.ctr_source(self.analysis)
-            if ctr is not None:
-                try:  # a silent Prometheus costs this window its CTR, never the hooks their answers
-                    window.ctr = await asyncio.wait_for(
-                        loop.run_in_executor(self.manager.io_pool, ctr.fetch, ended - started),
-                        ctr.config.timeout_s + 1.0)
-                except Exception:
-                    window.ctr = None
+            await asyncio.gather(self._fetch_ctr(window, started, ended),
+                                 self._fetch_prometheus(window, started, ended))
             return await self._add_window(window, kind, started, ended)
+
+    async def _fetch_ctr(self, window: Window, started: float, ended: float) -> None:
+        ctr = self.manager.ctr_source(self.analysis)
+        if ctr is not None:
+            loop = asyncio.get_running_loop()
+            try:  # a silent Prometheus costs this window its CTR, never the hooks their answers
+                window.ctr = await asyncio.wait_for(
+                    loop.run_in_executor(self.manager.io_pool, ctr.fetch, ended - started),
+                    ctr.config.timeout_s + 1.0)
+            except Exception:
+                window.ctr = None
+
+    async def _fetch_prometheus(self, window: Window, started: float, ended: float) -> None:
+        """The Prometheus checks' data for this window, in the I/O pool, within the source's deadline.
+
+        {namespace} and {name} are the run's (checked when the run started), never a payload's.
+        """
+        src = self.manager.prom_source(self.analysis)
+        if src is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            window.prometheus = await asyncio.wait_for(
+                loop.run_in_executor(self.manager.io_pool, src.fetch, ended - started, ended,
+                                     self.run.namespace, self.run.name),
+                src.deadline_s + 1.0)
+        except Exception as exc:  # the pool busy, the deadline passed: missing data, the checks' on_missing
+            window.prometheus = src.all_missing(f"Prometheus fetch cut short: {type(exc).__name__}")
 
     async def _add_window(self, window: Window, kind: str, started: float, ended: float) -> int:
         loop = asyncio.get_running_loop()
@@ -298,6 +320,7 @@ class SessionManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ctr: dict[str, Any] = {}
+        self._prom: dict[str, Any] = {}
         # Gate updates are CPU work, storing is disk work: neither may run on the loop.
         self.judge_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="judge")
         self.io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="session-io")
@@ -404,6 +427,18 @@ class SessionManager:
                 from .ctr import CtrSource
 
                 src = self._ctr[analysis.name] = CtrSource(cfg, analysis.config.stable, analysis.config.canary)
+            return src
+
+    def prom_source(self, analysis: Analysis):
+        """The analysis' Prometheus checks fetcher (webhook.promchecks), or None without such checks."""
+        if analysis.config.prometheus is None or not analysis.prometheus:
+            return None
+        with self._lock:
+            src = self._prom.get(analysis.name)
+            if src is None:
+                from .promchecks import source_for
+
+                src = self._prom[analysis.name] = source_for(analysis)
             return src
 
     def event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
@@ -581,7 +616,7 @@ class SessionManager:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout_s)
-        for src in self._ctr.values():
+        for src in list(self._ctr.values()) + list(self._prom.values()):
             src.close()
         self.judge_pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
