@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("webhook.serve", "run the webhook service (Flagger and Argo hooks) from analyses.yaml"),
     "judge": ("webhook.judge", "run one bounded analysis (Argo job provider): exit 0 pass, 1 fail, 2 error"),
+    "report": ("webhook.reporting.cli", "one run's report: text (100 columns), json or html, from the store"),
     "plan": ("webhook.plan", "what each analysis' gate can promise: windows to a decision, golden-set size"),
     "loadtest": ("loadtest.cli", "open-loop load on a TF Serving endpoint, with a ghz-like summary"),
     "modelserver": ("modelserver.cli", "stand-in TF Serving: serve SavedModels over gRPC and REST"),

@@ -181,6 +181,12 @@ def drift_page(run_id: str):
     return resp
 
 
+@bp.get("/reports/<path:rest>")
+def elsewhere(rest: str):
+    """Any other path under /reports: an HTML 404 like the others, not the API's JSON."""
+    raise ApiError(404, "no such report page: reports are at /reports and /reports/<run id>", "path")
+
+
 # ------------------------------------------------------------------ Argo calls in the timeline
 
 

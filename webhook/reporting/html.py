@@ -154,13 +154,22 @@ def _short(text: Any, n: int) -> str:
 # ------------------------------------------------------------------ one run
 
 
-def run_page(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None = None) -> str:
-    """The page of one run. drift_kinds: (kind, label) of the evidently reports this service can build."""
+def run_page(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None = None, base: str | None = "") -> str:
+    """The page of one run.
+
+    drift_kinds: (kind, label) of the evidently reports the service can build.
+    base: what the service's links start with ("" on the service itself, its
+    public URL in a file written elsewhere, None: no links to the service).
+    """
     run, dec = rep["run"], rep["decision"]
-    parts = [f'<nav><a href="/reports">All reports</a> · <a href="{e(run["api"])}">JSON</a> · run '
-             f'<code>{e(run["id"])}</code></nav>']
+    if base is None:
+        parts = [f'<nav>Shadowgate report · run <code>{e(run["id"])}</code></nav>']
+        drift_kinds = []
+    else:
+        parts = [f'<nav><a href="{e(base)}/reports">All reports</a> · <a href="{e(base)}{e(run["api"])}">JSON</a> · '
+                 f'run <code>{e(run["id"])}</code></nav>']
     parts.append(_decision(dec, run))
-    parts.append(_facts(rep, drift_kinds))
+    parts.append(_facts(rep, drift_kinds, base or ""))
     parts.append(_checks_table(rep))
     parts.append(_evidence(rep))
     parts.append(_latency(rep))
@@ -197,7 +206,7 @@ def _decision(dec: dict[str, Any], run: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None) -> str:
+def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None, base: str) -> str:
     run, w = rep["run"], rep["windows"]
     facts = [("run", f"<code>{e(run['id'])}</code>"), ("analysis", e(run["analysis"])),
              ("caller", e(run["caller"])), ("rollout", f"{e(run['namespace'])}/{e(run['name'])}"),
@@ -210,7 +219,7 @@ def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None) -> st
         facts.append(("report link", f'<a href="{e(run["url"])}">{e(run["url"])}</a>'))
     links = []
     for kind, label in drift_kinds or []:
-        links.append(f'<a class="drift-link" href="{e(rep["drift_report"])}?{urlencode({"kind": kind})}">{e(label)}</a>')
+        links.append(f'<a class="drift-link" href="{e(base)}{e(rep["drift_report"])}?{urlencode({"kind": kind})}">{e(label)}</a>')
     facts.append(("drift report", " · ".join(links) + ' <span class="muted">(evidently; built on first open, a '
                   'few seconds)</span>' if links else '<span class="muted">not available here</span>'))
     return ('<h2>Run</h2><dl class="facts" id="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)

@@ -59,14 +59,14 @@ def sparkline(values: list[Any], lo: float, hi: float, width: int = 60) -> str:
 def render(rep: dict[str, Any]) -> str:
     run, dec, w = rep["run"], rep["decision"], rep["windows"]
     L: list[str] = []
-    L.append(_cut(f"Shadowgate report {run['id']}: {dec['headline']}", WIDTH))
-    L.append(_cut(f"  outcome {dec['outcome']} · status {run['status']} · analysis {run['analysis']} · "
+    L += textwrap.wrap(f"Shadowgate report {run['id']}: {dec['headline']}", WIDTH, subsequent_indent="  ")
+    L.append("  " + _cut(f"outcome {dec['outcome']} · status {run['status']} · analysis {run['analysis']} · "
                   f"{run['caller']} · {run['namespace']}/{run['name']} revision {run['revision']} "
-                  f"(attempt {run['attempt']})", WIDTH))
-    L.append(_cut(f"  started {fmt_time(run['started_at'])} · duration {fmt_duration(run['duration_s'])} · "
-                  f"{w['total']} windows", WIDTH))
+                  f"(attempt {run['attempt']})", WIDTH - 2))
+    L.append("  " + _cut(f"started {fmt_time(run['started_at'])} · duration {fmt_duration(run['duration_s'])} · "
+                  f"{w['total']} window{'s' if w['total'] != 1 else ''}", WIDTH - 2))
     if run.get("url"):
-        L.append(_cut(f"  {run['url']}", WIDTH))
+        L.append("  " + _cut(run["url"], WIDTH - 2))
     L.append("")
     L.append("Decision")
     if dec["in_progress"]:
@@ -82,60 +82,59 @@ def render(rep: dict[str, Any]) -> str:
         L += _wrap("Warning: " + warn)
     L.append("")
 
-    L.append("Checks (estimate [interval] in the thresholds' units; evidence: now / boundary)")
-    L.append(f"  {'check':<17}{'verdict':<9}{'estimate [interval]':<31}{'alert':<13}{'rollback':<13}"
-             f"{'to fail':<8}{'to pass':<8}at")
+    L.append("Checks (estimate [interval] in the thresholds' units; * critical)")
+    L.append(f"  {'check':<17}{'verdict':<9}{'estimate [interval]':<32}{'alert':<14}{'rollback':<14}decided at")
     for c in rep["checks"]:
         n = c["name"]
         ci = c.get("ci") or [None, None]
         est = f"{fmt_est(n, c.get('estimate'))} [{_bare(n, ci[0])}, {_bare(n, ci[1])}]"
-        fe, fa, llr, pa = c.get("fail_evidence"), c.get("fail_at"), c.get("llr"), c.get("pass_at")
+        at = f"window {c['decided_at']}" if c.get("decided_at") else "-"
         L.append(f"  {_cut(n + ('*' if c.get('critical') else ''), 16):<17}{_cut(c.get('verdict'), 8):<9}"
-                 f"{_cut(est, 30):<31}{_cut(fmt_est(n, c.get('alert')), 12):<13}"
-                 f"{_cut(fmt_est(n, c.get('rollback')), 12):<13}"
-                 f"{_cut(_n(fe) + '/' + _n(fa), 7):<8}{_cut(_n(llr) + '/' + _n(pa), 7):<8}"
-                 f"{c.get('decided_at') or '-'}")
-    L.append("  * critical")
+                 f"{_cut(est, 31):<32}{_cut(fmt_est(n, c.get('alert')), 13):<14}"
+                 f"{_cut(fmt_est(n, c.get('rollback')), 13):<14}{at}")
+        fe, fa, llr, pa = c.get("fail_evidence"), c.get("fail_at"), c.get("llr"), c.get("pass_at")
+        L.append("    " + _cut(f"evidence to fail {_n(fe)} (fails at {_n(fa)}), to pass {_n(llr)} (passes at "
+                               f"{_n(pa)}); {c.get('reason')}", WIDTH - 4))
     s = rep["series"]
     if s["seq"]:
         L.append("")
-        L.append(_cut(f"Evidence to fail over windows {s['seq'][0]}..{s['seq'][-1]} "
-                      f"(from the pass boundary to the fail boundary)", WIDTH))
+        L.append(_cut(f"Evidence to fail over windows {s['seq'][0]}..{s['seq'][-1]}, from the pass boundary "
+                      f"(lowest) to the fail boundary (highest)", WIDTH))
         for c in rep["checks"]:
             sc = s["checks"].get(c["name"])
             if sc is None or not _finite(c.get("fail_at")) or not _finite(c.get("pass_at")):
                 continue
             line = sparkline(sc["fail_evidence"], c["pass_at"], c["fail_at"])
-            L.append(_cut(f"  {c['name']:<16} {line} {_n(sc['fail_evidence'][-1])}", WIDTH))
+            L.append(f"  {_cut(c['name'], 16):<17}{line} " + _cut(_n(sc["fail_evidence"][-1]), 12))
     if rep["drift"]:
         L.append("")
         L.append("Drift (never gating)")
         for c in rep["drift"]:
-            L.append(_cut(f"  {c['name']:<21}{_cut(c.get('verdict'), 7):<8}{_cut(c.get('reason'), 70)}", WIDTH))
+            L.append(f"  {_cut(c['name'], 20):<21}{_cut(c.get('verdict'), 7):<8}" + _cut(c.get("reason"), 69))
 
     raw = rep["raw"]
     L.append("")
     shown = f"the first, the newest and the decision windows of {w['total']}" if w["total"] > len(w["table"]) \
         else f"all {w['total']}"
     L.append(_cut(f"Windows ({shown}; s = stable, c = canary)", WIDTH))
-    L.append(f"  {'win':>5} {'kind':<9}{'health':<12}{'outcome':<9}{'requests s/c':>15}{'errors s/c':>13}"
-             f"{'late s/c':>11}{'P99 ms s/c':>15}{'pairs':>7} {'only s/c':>9}")
+    L.append(f"  {'win':>5} {'kind':<9}{'health':<10}{'outcome':<9}{'requests s/c':>13}{'errors s/c':>11}"
+             f"{'late s/c':>9}{'P99 ms s/c':>13}{'pairs':>7} {'only s/c':>9}")
     ridx = {q: i for i, q in enumerate(raw["seq"])}
     sidx = {q: i for i, q in enumerate(s["seq"])}
     for seq in w["table"]:
         i = sidx.get(seq)
         if i is None:
             continue
-        head = f"  {seq:>5} {_cut(s['kind'][i], 8):<9}{_cut(s['health'][i], 11):<12}{_cut(s['outcome'][i], 8):<9}"
+        head = f"  {seq:>5} {_cut(s['kind'][i], 8):<9}{_cut(s['health'][i], 9):<10}{_cut(s['outcome'][i], 8):<9}"
         j = ridx.get(seq)
         if j is None:
             L.append(head + "(raw data not read or compacted)")
             continue
         ld, lat, p = raw["load"], raw["latency_ms"], raw["probes"]
-        L.append(head + f"{_pair(ld['stable']['requests'][j], ld['canary']['requests'][j]):>15}"
-                 f"{_pair(ld['stable']['errors'][j], ld['canary']['errors'][j]):>13}"
-                 f"{_pair(ld['stable']['late'][j], ld['canary']['late'][j]):>11}"
-                 f"{_pair(lat['stable']['p99'][j], lat['canary']['p99'][j], '{:.1f}'):>15}"
+        L.append(head + f"{_pair(ld['stable']['requests'][j], ld['canary']['requests'][j]):>13}"
+                 f"{_pair(ld['stable']['errors'][j], ld['canary']['errors'][j]):>11}"
+                 f"{_pair(ld['stable']['late'][j], ld['canary']['late'][j]):>9}"
+                 f"{_pair(lat['stable']['p99'][j], lat['canary']['p99'][j], '{:.1f}'):>13}"
                  f"{p['pairs'][j]:>7} {_pair(p['stable_only'][j], p['canary_only'][j]):>9}")
     t = rep["totals"]
     L.append("")
@@ -161,6 +160,7 @@ def render(rep: dict[str, Any]) -> str:
         count = f"x{g['count']}" if g["count"] > 1 else ""
         status = str(g["status"]) if g.get("status") is not None else ""
         head = f"  {when} {_cut(g['kind'], 24):<25}{status:<4}{count:<6}"
+        head = head if len(head) < WIDTH - 20 else head[: WIDTH - 20]
         L.append(head + _cut(g["message"], WIDTH - len(head)))
     L.append("")
     L.append(_cut(f"Built in {rep.get('built_in_ms')} ms from the store. Dates are UTC.", WIDTH))
