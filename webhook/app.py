@@ -67,6 +67,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     from . import argo, flagger, ops, reports
 
     app = Flask("shadowgate")
+    # "//flagger/rollout" is a 404 in JSON, not an HTML redirect to "/flagger/rollout".
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.json.compact = True  # Flagger shows the body in its events: keep it on one line
     app.json.sort_keys = False
@@ -97,6 +99,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
         if caller in ("flagger", "argo") and "started" in g:
             hook = g.get("hook_label", "unknown")
             metrics.observe_call(caller, hook, resp.status_code, time.perf_counter() - g.started)
+        if 300 <= resp.status_code < 400 and resp.mimetype == "text/html":
+            # Werkzeug's routing redirects come as HTML: every answer is JSON.
+            resp.set_data(json.dumps({"redirect": resp.headers.get("Location")}))
+            resp.mimetype = "application/json"
         if request.method == "OPTIONS" and not resp.get_data():
             # Werkzeug's automatic OPTIONS answer is empty: every answer is JSON.
             resp.set_data(json.dumps({"allow": sorted(resp.allow)}))

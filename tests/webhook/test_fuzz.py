@@ -1,7 +1,9 @@
 """A seeded fuzz of `shadowgate serve` as it is deployed: a real process on 127.0.0.1.
 
-H0: no input yields a 5xx, and every answer is JSON (the one exception:
-/metrics answers 200 in Prometheus' text format, which is its contract).
+H0: no input yields a 5xx, and every answer is JSON (the exceptions:
+/metrics answers 200 in Prometheus' text format, which is its contract, and
+the /reports pages are HTML or text for people, errors included; what the
+HTTP layer refuses is JSON there too).
 Requests are generated from one seed (FUZZ_SEED, default 9) over every
 route and method, with valid, mutated and hostile payloads, query strings,
 headers and framings (chunked, bad chunks, Expect: 100-continue,
@@ -34,7 +36,7 @@ HOOKS = ("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase"
          "post-rollout", "rollback", "event")
 PHASES = ("Initializing", "Initialized", "Waiting", "Progressing", "WaitingPromotion", "Promoting",
           "Finalising", "Succeeded", "Failed", "Terminating", "Terminated")
-ROUTES = ("healthz", "readyz", "metrics", "flagger", "argo", "runs", "run", "other")
+ROUTES = ("healthz", "readyz", "metrics", "flagger", "argo", "runs", "run", "reports", "other")
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT", "FOO")
 
 # Few valid identities: valid calls start real sessions, and they should stay few.
@@ -181,6 +183,15 @@ def _route(rng: random.Random) -> tuple[str, str, str, bytes, dict]:
         run_id = rng.choice(("run-0123456789abcdef", "run-" + "".join(rng.choice("0123456789abcdef")
                                                                        for _ in range(16)), _string(rng)))
         target = "/api/v1/runs/" + _pathpart(rng, run_id)
+    elif family == "reports":
+        run_id = rng.choice(("run-0123456789abcdef", _string(rng)))
+        target = rng.choice((
+            "/reports" + ("?" + _query(rng, {"analysis": rng.choice(("digits", _string(rng))),
+                                             "status": _string(rng), "limit": _string(rng)}) if rng.random() < 0.6
+                          else ""),
+            f"/reports/{_pathpart(rng, run_id)}?format={rng.choice(('html', 'json', 'text', _string(rng)))}",
+            f"/reports/{_pathpart(rng, run_id)}/drift?kind={_pathpart(rng, _string(rng))}",
+            f"/reports/{_pathpart(rng, _string(rng))}/{_pathpart(rng, _string(rng))}"))
     else:
         target = rng.choice(("/", "//flagger/rollout", "/flagger/rollout/", "/flagger/", "/argo/v1/analyses/",
                              "/api/v1/runs/", "/api", "/%2e%2e/%2e%2e/etc/passwd", "/healthz/", "/metrics/x",
@@ -330,6 +341,9 @@ def test_fuzz_every_route_no_5xx_every_body_json(service):
                     continue
                 if r.body.startswith(b"# HELP") and families[i] == "metrics" and r.status == 200:
                     continue  # Prometheus text format is /metrics' contract
+                if families[i] == "reports" and r.headers.get("content-type", "").startswith(("text/html",
+                                                                                              "text/plain")):
+                    continue  # pages for people
                 try:
                     json.loads(r.body)
                 except ValueError:
