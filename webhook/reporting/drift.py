@@ -65,7 +65,8 @@ def _collect(source: ReportSource, run_id: str, kind: str) -> tuple[int, np.ndar
         raise NoDriftData("the probes carry no inputs" if kind == "inputs" else "the probes carry no class scores")
     joined = {k: np.concatenate(v)[:MAX_ROWS] for k, v in parts.items()}
     if kind == "inputs":
-        return newest, None, joined["inputs"]
+        # Probes repeat golden rows; each distinct input once, as the gate's input-drift check counts them.
+        return newest, None, np.unique(joined["inputs"], axis=0)
     s, c = joined["stable_scores"], joined["canary_scores"]
     ok = np.isfinite(s).all(axis=1) & np.isfinite(c).all(axis=1)  # rows a version failed are NaN
     if not ok.any():

@@ -44,7 +44,9 @@ table{border-collapse:collapse;background:#fff;font-size:13px;margin:4px 0 8px}
 th,td{border:1px solid #e1e3e6;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f0f1f3;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.reason{max-width:520px;font-size:12px;color:#333}
+td.reason{min-width:280px;max-width:560px;font-size:12px;color:#333}
+tr.why td{font-size:12px;color:#444;border-top:none;padding-left:22px}
+.scroll{overflow-x:auto;max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;background:#fff;border:1px solid #e1e3e6;border-radius:6px;padding:6px}
 figcaption{font-size:12px;color:#555;max-width:660px;padding:2px 4px}
@@ -139,7 +141,7 @@ def list_page(rows: list[dict[str, Any]], filters: dict[str, str | None], status
     summary = (f"{len(rows)} run{'s' if len(rows) != 1 else ''}, newest first"
                + (f" (filtered: {', '.join(f'{k}={v}' for k, v in active.items())})" if active else "")
                + (f"; showing at most {limit}" if len(rows) >= limit else ""))
-    table = (f'<table id="runs">{head}{"".join(body)}</table>' if rows else
+    table = (f'<div class="scroll"><table id="runs">{head}{"".join(body)}</table></div>' if rows else
              '<p id="runs-empty">No run matches.</p>')
     page = (f'<nav>Shadowgate · <a href="/api/v1/runs">runs API</a></nav><h1>Analysis reports</h1>{form}'
             f'<p class="muted" id="summary">{e(summary)}</p>{table}')
@@ -229,7 +231,7 @@ def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None, base:
 def _checks_table(rep: dict[str, Any]) -> str:
     head = ("<tr><th>check</th><th>verdict</th><th>estimate [interval]</th><th>alert</th><th>rollback</th>"
             "<th>evidence to fail</th><th>evidence to pass</th><th>alpha</th><th>decided at</th><th>windows</th>"
-            "<th>newest window: stable / canary</th><th>reason</th></tr>")
+            "<th>newest window: stable / canary</th></tr>")
     rows = []
     for c in rep["checks"]:
         n = c["name"]
@@ -243,8 +245,8 @@ def _checks_table(rep: dict[str, Any]) -> str:
             f'<td class="num">{_num(llr, "{:.2f}")} / {_num(pa, "{:.2f}")}</td>'
             f'<td class="num">{e(pct(c.get("alpha"), 2))}</td>'
             f'<td class="num">{e(c.get("decided_at") or "-")}</td><td class="num">{e(c.get("windows"))}</td>'
-            f'<td class="num">{e(fmt_value(n, c.get("stable")))} / {e(fmt_value(n, c.get("canary")))}</td>'
-            f'<td class="reason">{e(c.get("reason"))}</td></tr>')
+            f'<td class="num">{e(fmt_value(n, c.get("stable")))} / {e(fmt_value(n, c.get("canary")))}</td></tr>'
+            f'<tr class="why"><td colspan="11">{e(c.get("reason"))}</td></tr>')
     drift = []
     for c in rep["drift"]:
         drift.append(f'<tr data-drift="{e(c["name"])}"><td>{e(c["name"])}</td><td>{_badge(c.get("verdict"))}</td>'
@@ -254,11 +256,11 @@ def _checks_table(rep: dict[str, Any]) -> str:
     out = ('<h2>Checks</h2><p class="muted">Evidence is a log-likelihood ratio of "as bad as rollback" against '
            '"at alert": a check fails when its evidence to fail reaches log(1/alpha_k) and passes when its evidence '
            'to pass falls to log(beta). The interval is the run\'s two-sided 1 - 2 alpha_k interval.</p>'
-           f'<table id="checks">{head}{"".join(rows)}</table>')
+           f'<div class="scroll"><table id="checks">{head}{"".join(rows)}</table></div>')
     if drift:
-        out += ('<h3>Drift (reported, never gating; newest window)</h3><table id="drift">'
+        out += ('<h3>Drift (reported, never gating; newest window)</h3><div class="scroll"><table id="drift">'
                 '<tr><th>report</th><th>verdict</th><th>statistic</th><th>p-value</th><th>reason</th></tr>'
-                + "".join(drift) + "</table>")
+                + "".join(drift) + "</table></div>")
     return out
 
 
@@ -385,7 +387,7 @@ def _latency(rep: dict[str, Any]) -> str:
     if newest.get("latency_ms"):
         h = newest["latency_ms"]
         ch = svg.Chart(f"Latency histogram, window {newest['seq']}", "latency-histogram", x_label="ms (log scale)",
-                       y_label="% of requests", xlog=True, y_zero=True)
+                       y_label="% of requests", xlog=True, y_zero=True, x_integer=False)
         ch.stairs(h["edges"], h["stable"], svg.STABLE, f"stable ({h['samples']['stable']:,})")
         ch.stairs(h["edges"], h["canary"], svg.CANARY, f"canary ({h['samples']['canary']:,})")
         figs.append(_figure(ch, f"Both versions' latencies in the newest window with load (window {newest['seq']}), "
@@ -429,7 +431,7 @@ def _errors_table(rep: dict[str, Any]) -> str:
                     + "".join(f"<td class=\"num\">{v['errors_by_code'].get(c, 0):,}</td>" for c in codes) + "</tr>")
     title = ("Load and errors over the windows read" if rep["windows"]["thinned"] else
              "Load and errors over all windows")
-    return f'<h3>{title}</h3><table id="load-totals">{head}{"".join(rows)}</table>'
+    return f'<h3>{title}</h3><div class="scroll"><table id="load-totals">{head}{"".join(rows)}</table></div>'
 
 
 def _accuracy(rep: dict[str, Any]) -> str:
@@ -459,7 +461,7 @@ def _accuracy(rep: dict[str, Any]) -> str:
     if newest.get("top_score"):
         h = newest["top_score"]
         ch = svg.Chart(f"Top-class score, window {newest.get('scores_seq')}", "scores", x_label="score",
-                       y_label="% of probes", y_zero=True)
+                       y_label="% of probes", y_zero=True, x_integer=False)
         ch.stairs(h["edges"], h["stable"], svg.STABLE, f"stable ({h['probes']['stable']:,})")
         ch.stairs(h["edges"], h["canary"], svg.CANARY, f"canary ({h['probes']['canary']:,})")
         figs.append(_figure(ch, "Prediction drift on the same inputs: the distribution of each version's highest "
@@ -507,7 +509,8 @@ def _windows_table(rep: dict[str, Any]) -> str:
     w = rep["windows"]
     note = (f"The first window, the newest {min(w['total'], 20)} and every decision window "
             f"(of {w['total']})." if w["total"] > len(w["table"]) else f"All {w['total']} windows.")
-    return (f'<h2>Windows</h2><p class="muted">{e(note)}</p><table id="windows">{head}{"".join(out)}</table>')
+    return (f'<h2>Windows</h2><p class="muted">{e(note)}</p><div class="scroll"><table id="windows">{head}'
+            f'{"".join(out)}</table></div>')
 
 
 def _timeline(rep: dict[str, Any]) -> str:
@@ -527,4 +530,4 @@ def _timeline(rep: dict[str, Any]) -> str:
     n = len(rep["timeline"])
     return (f'<h2>Timeline</h2><p class="muted">{n} entries: every hook call with its answer, controller events, '
             'windows, decisions and sessions (started, resumed, idle); consecutive alike entries are one row.</p>'
-            f'<table id="timeline">{head}{"".join(rows)}</table>')
+            f'<div class="scroll"><table id="timeline">{head}{"".join(rows)}</table></div>')

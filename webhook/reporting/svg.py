@@ -103,6 +103,7 @@ class Chart:
     xlog: bool = False
     ylog: bool = False
     y_zero: bool = False  # include 0 in the y range
+    x_integer: bool = True  # x ticks on whole numbers only (windows, classes)
     layers: list[_Layer] = field(default_factory=list)
     note: str | None = None
 
@@ -233,6 +234,8 @@ class Chart:
             out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                        f'<text x="{left - 4}" y="{y + 3.5:.1f}" class="tk" text-anchor="end">{fmt_tick(t)}</text>')
         xt = log_ticks(x0, x1) if self.xlog else nice_ticks(x0, x1, 6)
+        if self.x_integer and not self.xlog:
+            xt = [t for t in xt if float(t).is_integer()] or [t for t in (round(x0), round(x1)) if x0 <= t <= x1]
         for t in xt:
             x = X(t)
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="ax"/>'
