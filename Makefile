@@ -21,15 +21,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Debian packages the tests use: a real Prometheus server and `hey`.
+# Debian packages the tests use: a real Prometheus server, `hey`, and Chromium
+# (the report pages are loaded in it headless, driven by Playwright).
 system-deps: $(SYSSTAMP)
 
-$(SYSSTAMP):
+$(SYSSTAMP): Makefile
 	@mkdir -p .cache
-	@if ! command -v prometheus >/dev/null || ! command -v hey >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v hey >/dev/null || ! test -x /usr/bin/chromium; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus hey >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus hey chromium >/dev/null; \
 	fi
 	touch $(SYSSTAMP)
 
