@@ -349,8 +349,9 @@ class SessionManager:
                     self._loop.call_soon(ready.set)
                     self._loop.run_forever()
 
-                self._thread = threading.Thread(target=run, name="sessions-loop", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=run, name="sessions-loop", daemon=True)
+                thread.start()
+                self._thread = thread  # only once it runs: /readyz reads it without the lock
                 ready.wait(5.0)
                 asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
             return self._loop
