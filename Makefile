@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SYSSTAMP := .cache/.system-deps-stamp
 
-.PHONY: demo test venv system-deps bench clean runtime-venv k8s-schemas
+.PHONY: demo demo-deps test venv system-deps bench clean runtime-venv k8s-schemas
 
 venv: $(STAMP)
 
@@ -64,8 +64,18 @@ $(K8S_STAMP): tests/deploy/crd/package.json
 test: venv system-deps runtime-venv k8s-schemas
 	$(PY) -m pytest
 
-demo: venv
-	$(PY) -m demo
+# The demo's one Debian package: a real Prometheus, its CTR source.
+demo-deps:
+	@if ! command -v prometheus >/dev/null && ! test -x /usr/bin/prometheus; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing the Debian package prometheus (the demo's CTR source) ..."; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+# `make demo DEMO_ARGS="--exit"`; `.venv/bin/shadowgate demo --help` lists the knobs.
+demo: venv demo-deps
+	$(PY) -m demo $(DEMO_ARGS)
 
 bench: venv system-deps
 	$(PY) -m bench $(BENCH)

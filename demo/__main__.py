@@ -1,11 +1,22 @@
-"""`python -m demo` (`make demo`): two stand-in TF Servings, the golden set, a table.
+"""`make demo` (`shadowgate demo`, `python -m demo`): whole canary rollouts through the service.
 
-Builds (or finds cached) the demo models, starts a stable and a canary
-stand-in (each serves the demo config; the stable one is called by label
-`stable` -> version 1, the canary one by label `canary` -> version 2, as a
-Flagger primary and canary deployment would be), sends every golden row to
-both over gRPC, one request per row, and prints accuracy and latency per
-version. The servers are stopped at the end, also on errors.
+On 127.0.0.1 it starts a stand-in TF Serving for the stable version, a real
+Prometheus, the Shadowgate service and a small simulated user population
+whose clicks are the analysis' CTR source, then drives rollouts exactly as
+Flagger and Argo Rollouts call the service (demo.drivers), back to back:
+the good canary promoted, the bad canary rolled back, the same bad canary
+through Argo's web provider (Failed) and through `shadowgate judge` (exit
+1). Each canary's stand-in starts when its controller scales it up.
+
+Progress is printed live (tick, weight, the calls, the run's decision and
+each check's estimate and verdict), then the outcomes and the report URLs;
+the service then keeps running until Ctrl-C (`--exit` stops at once).
+Children log to files in the run folder (`--run-dir`, default
+.cache/demo-run), never to the terminal; every one of them is stopped when
+the demo ends, however it ends (demo.procs).
+
+Exit code: 0 when every scenario ended as expected, 1 otherwise or when a
+process the demo needs died, 2 on a usage error, 130 on Ctrl-C before the end.
 """
 
 from __future__ import annotations
@@ -13,108 +24,107 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WARMUP_REQUESTS = 20
+SCENARIOS = ("good", "bad", "argo", "judge")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shadowgate demo",
-                                description="Stable and canary stand-ins scored on the golden set.")
-    p.add_argument("--cache-dir", default=str(REPO_ROOT / ".cache"),
-                   help="where the demo models are built and cached (default .cache/)")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="deadline of each request in seconds (default 5)")
+    p = argparse.ArgumentParser(
+        prog="shadowgate demo",
+        description="Whole canary rollouts of a digits model through Shadowgate, as Flagger and Argo Rollouts "
+                    "drive it: a good canary promoted, a bad one rolled back (Flagger, Argo web, Argo job).",
+        epilog="Logs, the service's analyses.yaml and its run store are in the run folder. "
+               "Needs the Debian package `prometheus` (make demo installs it).")
+    p.add_argument("--scenario", action="append", choices=SCENARIOS + ("all",), metavar="NAME",
+                   help="good (Flagger, good canary), bad (Flagger, bad canary), argo (web provider, bad canary), "
+                        "judge (job provider, bad canary), or all (default); repeat to pick several")
+    p.add_argument("--interval", type=float, default=4.0, metavar="S",
+                   help="Flagger's and Argo's analysis interval and Shadowgate's window, seconds (default 4)")
+    p.add_argument("--port", type=int, default=None,
+                   help="Shadowgate's port (default 8080, or any free port if 8080 is taken; 0: any free port)")
+    p.add_argument("--prometheus-port", type=int, default=None,
+                   help="Prometheus' port (default 9090, or any free port if taken; 0: any free port)")
+    p.add_argument("--users", type=float, default=25.0, metavar="PAGES",
+                   help="simulated users' page views per second, 20 digits each (default 25)")
+    p.add_argument("--load-rate", type=float, default=None, metavar="RPS",
+                   help="Shadowgate's load per version, requests/s (default: enough for a P99 per window, "
+                        "720 / interval, at least 150)")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--exit", dest="keep_running", action="store_false",
+                      help="stop everything at the end instead of keeping the service up for the reports")
+    keep.add_argument("--keep-running", dest="keep_running", action="store_true",
+                      help="keep the service up after the scenarios until Ctrl-C (the default)")
+    p.set_defaults(keep_running=True)
+    p.add_argument("--run-dir", default=str(REPO_ROOT / ".cache" / "demo-run"),
+                   help="folder for logs, the service's configuration and store (emptied first; "
+                        "default .cache/demo-run)")
+    p.add_argument("--cache-dir", default=str(REPO_ROOT / ".cache"), help="where the demo models are cached")
+    p.add_argument("--json", metavar="PATH", help="also write the outcomes as JSON to PATH")
     return p
 
 
-def _score(target: str, label: str, model_name: str, inputs: np.ndarray, labels: np.ndarray,
-           timeout_s: float) -> dict:
-    """Send each row alone; returns accuracy (0..1), latencies (s) and the version that answered."""
-    from loadtest.clients import GrpcClient, ModelRef
+def _quiet_native_stderr(log_path: Path) -> None:
+    """Send what native code writes to file descriptor 2 (gRPC, absl) to a log; Python's stderr stays here."""
+    terminal = os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
 
-    with GrpcClient(target, ModelRef(model_name, label=label), timeout_s=timeout_s) as client:
-        for i in range(WARMUP_REQUESTS):
-            client.predict({"x": inputs[i % len(inputs)][None, :]})
-        latencies = np.empty(len(inputs))
-        predicted = np.empty(len(inputs), dtype=np.int64)
-        versions = set()
-        for i, row in enumerate(inputs):
-            start = time.perf_counter()
-            result = client.predict({"x": row[None, :]})
-            latencies[i] = time.perf_counter() - start
-            predicted[i] = int(result.outputs["classes"][0])
-            versions.add(result.model_version)
-    return {"accuracy": float(np.mean(predicted == labels)), "latencies_s": latencies,
-            "versions": sorted(v for v in versions if v is not None)}
+
+def _raise_on(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns 0, or 1 with a one-line reason."""
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-    from demo.models import build_demo_assets
-    from loadtest.errors import ServingError
-    from modelserver.process import ModelServerError, start_process
-
-    t0 = time.monotonic()
-    print("building demo models (cached after the first run) ...", flush=True)
-    assets = build_demo_assets(Path(args.cache_dir))
-    golden = np.load(assets.golden)
-    inputs, labels = golden["inputs"], golden["labels"]
-    log_dir = Path(tempfile.mkdtemp(prefix="shadowgate-demo-"))
-    print("starting stable and canary stand-ins ...", flush=True)
-
-    roles = ("stable", "canary")
-    servers = {}
     try:
-        with ThreadPoolExecutor(len(roles)) as pool:
-            futures = {role: pool.submit(start_process, ["--model_config_file", assets.model_config],
-                                         log_dir, role) for role in roles}
-            errors = []
-            for role, fut in futures.items():
-                try:
-                    servers[role] = fut.result()
-                except ModelServerError as e:
-                    errors.append(f"{role}: {e}")
-            if errors:
-                print("demo: a stand-in did not start (logs in " + str(log_dir) + "): "
-                      + "; ".join(errors), file=sys.stderr)
-                return 1
-        rows = []
-        for role in roles:
-            ms = servers[role]
-            result = _score(ms.grpc_target, role, assets.model_name, inputs, labels, args.timeout)
-            lat_ms = result["latencies_s"] * 1000.0
-            rows.append((role, ",".join(map(str, result["versions"])), ms.grpc_target,
-                         len(labels), result["accuracy"], np.percentile(lat_ms, 50),
-                         np.percentile(lat_ms, 99)))
-    except ServingError as e:
-        print(f"demo: a request failed: {e} (server logs in {log_dir})", file=sys.stderr)
-        return 1
-    finally:
-        for ms in servers.values():
-            ms.stop()
-    shutil.rmtree(log_dir, ignore_errors=True)
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    chosen = [s for s in SCENARIOS if not args.scenario or "all" in args.scenario or s in args.scenario]
+    if args.interval < 1.0:
+        print("shadowgate demo: --interval must be at least 1 s", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir).resolve()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    _quiet_native_stderr(run_dir / "demo-native.log")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_on)
 
-    print()
-    print(f"golden set: {len(labels)} held-out digits, one gRPC Predict per row")
-    print(f"{'label':<8} {'version':>7}  {'server':<21} {'rows':>5} {'accuracy':>9} "
-          f"{'p50 ms':>7} {'p99 ms':>7}")
-    for role, version, target, n, acc, p50, p99 in rows:
-        print(f"{role:<8} {version:>7}  {target:<21} {n:>5} {acc * 100:>8.1f}% {p50:>7.2f} {p99:>7.2f}")
-    delta = (rows[1][4] - rows[0][4]) * 100
-    print(f"\ncanary accuracy minus stable: {delta:+.1f} points "
-          f"(done in {time.monotonic() - t0:.0f} s)")
-    return 0
+    from .procs import ChildDied, Supervisor
+    from .stack import StartError
+
+    sup = Supervisor(run_dir)
+    demo = None
+    try:
+        from .runner import Demo
+
+        demo = Demo(args, chosen, run_dir, sup)
+        return demo.run()
+    except KeyboardInterrupt:
+        print("\nstopped (Ctrl-C)", flush=True)
+        return 0 if demo is not None and demo.finished else 130
+    except (ChildDied, StartError) as exc:
+        print(f"\nshadowgate demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except SystemExit as exc:
+        print("\nstopped", flush=True)
+        return int(exc.code or 0)
+    finally:
+        if demo is not None:
+            demo.close()
+        t = time.monotonic()
+        sup.stop_all()
+        if demo is not None and demo.finished:
+            print(f"every process the demo started is stopped ({time.monotonic() - t:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
