@@ -485,7 +485,7 @@ class PromChecksSource:
                 if isinstance(exc, NoData):
                     why = f"{job.version} {job.role}: {exc}"
                 elif exc is not None:
-                    why = f"Prometheus query failed: {_one_line(exc)}"
+                    why = self._failure(exc)
             if why is not None:
                 out[job.check] = PromCounts(_KIND[self.checks[job.check].kind], missing=why)
                 log.info("Prometheus check %s: %s", job.check, why)
@@ -509,6 +509,15 @@ class PromChecksSource:
             else:
                 out[check] = PromCounts("gauge", got[("stable", "query")], got[("canary", "query")])
         return out
+
+    def _failure(self, exc: BaseException) -> str:
+        """One line for a failed query: timed out, unreachable, or what Prometheus said."""
+        text = str(exc)
+        if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+            return f"Prometheus did not answer within {self.timeout_s:g} s"
+        if "refused" in text.lower():
+            return f"Prometheus at {self.url} refused the connection"
+        return f"Prometheus query failed: {_one_line(exc)}"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

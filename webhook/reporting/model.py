@@ -11,13 +11,13 @@ Sources, all from the store (reporting.source):
 - the timeline: hook calls with their answers, Flagger events, sessions.
 
 Cost: the per-window series are read for at most `MAX_WINDOWS` windows
-(their stored decisions, about 0.1 ms each) and `MAX_RAW_WINDOWS` windows
-(their raw data, about 1 ms each): every window of a short run; for a long
+(their stored decisions, about 0.15 ms each) and `MAX_RAW_WINDOWS` windows
+(their raw data, about 0.7 ms each): every window of a short run; for a long
 one, evenly spaced windows plus the newest and every window where a check
 or the run was decided. So a report of 1000 windows costs about what one
-of 200 does. Each window's
-digest is kept in a small cache (windows never change once stored), so a
-page reloaded while a run goes on reads only the new windows.
+of 120 does (bench/report_render.py measures it). Each window's digest is
+kept in a small cache (windows never change once stored), so a page
+reloaded while a run goes on reads only the new windows.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from ..store import FINAL_STATUSES, RunRecord
 from ..verdicts import json_safe
 from .source import ReportSource, WindowRow
 
-MAX_WINDOWS = 200  # windows whose stored decision is read for the per-window series
-MAX_RAW_WINDOWS = 60  # windows whose raw data (samples, probes) is read
+MAX_WINDOWS = 120  # windows whose stored decision is read for the per-window series
+MAX_RAW_WINDOWS = 36  # windows whose raw data (samples, probes) is read
 NEWEST = 20  # newest windows always read (and listed in the windows table)
 TABLE_ROWS = 40  # rows of the windows table at most
 LATENCY_BINS = 32

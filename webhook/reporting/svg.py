@@ -30,7 +30,13 @@ PALETTE = (STABLE, CANARY, PASS, FAIL, PURPLE, SKY, YELLOW, GREY)
 
 
 def _ok(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+    """A finite number (None, NaN, infinities and booleans are missing values). Called per point: kept fast."""
+    c = v.__class__
+    if c is float:
+        return v - v == 0.0  # False for NaN and infinities
+    if c is int:
+        return True
+    return v is not None and c is not bool and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
