@@ -19,6 +19,7 @@ BENCHMARKS = {
     "load_vs_hey": "our p99 and hey's next to the true p99, normal and with a 1 s stall every 10 s",
     "webhook_latency": "webhook answer time with 50 analyses running, each hook every 10 s",
     "front_slow_clients": "/healthz and hook answer time with 200 connections held open that never finish",
+    "report_render": "report page of a run at 10, 100 and 1000 windows: server-side time, page weight",
     "runtime_footprint": "runtime image without TensorFlow: installed size, idle RSS of shadowgate serve",
 }
 
