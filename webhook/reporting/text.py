@@ -160,8 +160,12 @@ def render(rep: dict[str, Any]) -> str:
         count = f"x{g['count']}" if g["count"] > 1 else ""
         status = str(g["status"]) if g.get("status") is not None else ""
         head = f"  {when} {_cut(g['kind'], 24):<25}{status:<4}{count:<6}"
-        head = head if len(head) < WIDTH - 20 else head[: WIDTH - 20]
-        L.append(head + _cut(g["message"], WIDTH - len(head)))
+        room = WIDTH - len(head)
+        msg = " ".join(str(g["message"] or "").split())
+        lines = textwrap.wrap(msg, room, break_on_hyphens=False) or [""]
+        L.append(head + lines[0])
+        if len(lines) > 1:  # a second line at most: the page and the JSON have the whole message
+            L.append(" " * len(head) + _cut(" ".join(lines[1:]), room))
     L.append("")
     L.append(_cut(f"Built in {rep.get('built_in_ms')} ms from the store. Dates are UTC.", WIDTH))
     return "\n".join(line.rstrip() for line in L) + "\n"
