@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="Flagger's and Argo's analysis interval and Shadowgate's window, seconds (default 4)")
     p.add_argument("--port", type=int, default=None,
                    help="Shadowgate's port (default 8080, or any free port if 8080 is taken; 0: any free port)")
-    p.add_argument("--prometheus-port", type=int, default=None,
+    p.add_argument("--prometheus-port", type=int, default=None, metavar="PORT",
                    help="Prometheus' port (default 9090, or any free port if taken; 0: any free port)")
     p.add_argument("--users", type=float, default=25.0, metavar="PAGES",
                    help="simulated users' page views per second, 20 digits each (default 25)")
@@ -77,6 +77,27 @@ def _quiet_native_stderr(log_path: Path) -> None:
     sys.stderr = os.fdopen(terminal, "w", buffering=1)
 
 
+MARKER = ".shadowgate-demo"
+
+
+def _prepare_run_dir(run_dir: Path) -> str | None:
+    """Empty `run_dir` for this run; refuse (returns why) a folder the demo did not make or one in use."""
+    marker = run_dir / MARKER
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not marker.is_file():
+            return f"{run_dir} is not empty and is not a demo run folder: give another --run-dir"
+        try:
+            pid = int(marker.read_text().strip() or 0)
+        except ValueError:
+            pid = 0
+        if pid and pid != os.getpid() and Path(f"/proc/{pid}").exists():
+            return f"another demo (pid {pid}) runs in {run_dir}: stop it, or give another --run-dir"
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{os.getpid()}\n")
+    return None
+
+
 def _raise_on(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -91,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print("shadowgate demo: --interval must be at least 1 s", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir).resolve()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    problem = _prepare_run_dir(run_dir)
+    if problem:
+        print(f"shadowgate demo: {problem}", file=sys.stderr)
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     _quiet_native_stderr(run_dir / "demo-native.log")
@@ -111,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run()
     except KeyboardInterrupt:
         print("\nstopped (Ctrl-C)", flush=True)
-        return 0 if demo is not None and demo.finished else 130
+        return demo.exit_code if demo is not None and demo.finished else 130
     except (ChildDied, StartError) as exc:
         print(f"\nshadowgate demo: {exc}", file=sys.stderr, flush=True)
         return 1

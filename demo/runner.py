@@ -29,6 +29,7 @@ class Demo:
         self.args, self.chosen, self.run_dir, self.sup = args, scenarios, run_dir, sup
         self.users: Any = None
         self.finished = False
+        self.exit_code = 1
         self.started = time.monotonic()
 
     # ------------------------------------------------------------ set-up
@@ -39,9 +40,8 @@ class Demo:
         cache = Path(self.args.cache_dir)
         assets = rollout_assets_cached(cache)
         if assets is not None:
-            say("models      found in the cache")
             return assets
-        say("models      building them once (three small Keras networks, about 20 s) ...")
+        say(show.field("models", "building them once (three small Keras networks, about 20 s) ..."))
         child = self.sup.spawn("the model build", [sys.executable, "-m", "demo.models", "--rollout",
                                                    "--cache-dir", str(cache)], log_name="build")
         try:
@@ -78,11 +78,11 @@ class Demo:
         assets = self._assets()
         acc, agree = assets.accuracy, assets.agreement
         v = assets.versions
-        say(f"            stable v{v['stable']} {100 * acc[v['stable']]:.1f} % accurate on {assets.golden_rows:,} "
-            f"held-out digits; good canary v{v['good']} {100 * acc[v['good']]:.1f} % (answers like v1 on "
-            f"{100 * agree[v['good']]:.1f} % of them); bad canary v{v['bad']} {100 * acc[v['bad']]:.1f} %, "
-            f"served with a log-normal latency tail (median +{1000 * BAD_LATENCY_S:g} ms, sigma "
-            f"{BAD_LATENCY_SIGMA:g})")
+        say(show.field("models", f"stable v{v['stable']} {100 * acc[v['stable']]:.1f} % accurate on "
+                       f"{assets.golden_rows:,} held-out digits; good canary v{v['good']} {100 * acc[v['good']]:.1f} % "
+                       f"(answers like v1 on {100 * agree[v['good']]:.1f} % of them); bad canary v{v['bad']} "
+                       f"{100 * acc[v['bad']]:.1f} %, served with a log-normal latency tail (median "
+                       f"+{1000 * BAD_LATENCY_S:g} ms, sigma {BAD_LATENCY_SIGMA:g})"))
         interval = a.interval
         rate = a.load_rate or max(150.0, math.ceil(720.0 / interval))
         settings = DemoSettings(interval_s=interval, load_rate=rate)
@@ -90,7 +90,7 @@ class Demo:
         stack = Stack(self.sup, assets, ports, self.run_dir, settings)
         plan, checks = self._plan(stack)
         if plan:
-            say(show.wrap(f"plan        {plan}", 0).replace("\n  ", "\n" + " " * 14))
+            say(show.field("plan", plan))
         # Every process first (from this thread), then wait for all of them together.
         t = time.monotonic()
         stable = stack.start_stable()
@@ -105,13 +105,14 @@ class Demo:
         users.start()
         self.users = users
         m = users.model
-        say(f"started     in {time.monotonic() - t:.0f} s: stable stand-in {stable.grpc_target}, Prometheus "
-            f"{stack.prometheus_url}, Shadowgate {stack.service_url}")
-        say(f"            users: {a.users:g} page views/s of 20 digits, routed by the canary weight; a right "
-            f"answer is clicked {100 * m.p_right:g} % of the time, a wrong one {100 * m.p_wrong:g} % "
-            f"(CTR from Prometheus)")
-        say(f"            Shadowgate: {rate:g} requests/s to each version, {settings.probe_rate:g} golden probe pairs/s, "
-            f"a window every {interval:g} s; alpha 1 %, beta 5 %")
+        say(show.field("started", f"in {time.monotonic() - t:.0f} s: stable stand-in {stable.grpc_target}, "
+                                  f"Prometheus {stack.prometheus_url}, Shadowgate {stack.service_url}"))
+        say(show.field("users", f"{a.users:g} page views/s of 20 digits, routed by the canary weight; a right "
+                                f"answer is clicked {100 * m.p_right:g} % of the time, a wrong one "
+                                f"{100 * m.p_wrong:g} % (impressions and clicks per version, scraped by "
+                                "Prometheus: the CTR source)"))
+        say(show.field("load", f"Shadowgate sends {rate:g} requests/s to each version and {settings.probe_rate:g} "
+                               f"golden probe pairs/s, and closes a window every {interval:g} s; alpha 1 %, beta 5 %"))
         return stack, checks
 
     # ------------------------------------------------------------ run
@@ -123,8 +124,8 @@ class Demo:
         stack, checks = self._setup()
         sc = Scenarios(stack, self.sup, self.users, self.args.interval, say=say)
         sc.set_legend(checks)
-        say(show.wrap("checks      estimate so far (alert / rollback), then pass, FAIL or wait: "
-                      + show.legend(checks), 0).replace("\n  ", "\n" + " " * 14))
+        say(show.field("checks", "estimate so far, then pass, FAIL or wait (- no data yet); "
+                                 "thresholds alert / rollback: " + show.legend(checks)))
         plan = [("good", lambda n, k: sc.flagger("good", "9f3c2a71d0", n, k)),
                 ("bad", lambda n, k: sc.flagger("bad", "4b7e19c5aa", n, k)),
                 ("argo", lambda n, k: sc.argo("bad", "7c5ddbdf54", n, k)),
@@ -144,17 +145,18 @@ class Demo:
             dump(self.args.json, {"ok": ok, "seconds": time.monotonic() - self.started,
                                   "service": stack.service_url, "prometheus": stack.prometheus_url,
                                   "run_dir": str(self.run_dir), "outcomes": sc.to_json()})
+        self.exit_code = 0 if ok else 1
         self.finished = True
         if self.args.keep_running:
             self._keep_running(stack)
-        return 0 if ok else 1
+        return self.exit_code
 
     def _summary(self, sc: Scenarios, stack: Stack) -> None:
         say("")
         say(f"outcomes (all in {show.seconds(time.monotonic() - self.started)})")
         for o in sc.outcomes:
             mark = "as expected" if o.ok else f"UNEXPECTED (expected {o.expected})"
-            where = o.report or o.details.get("log", "")
+            where = o.report or show.path(o.details.get("log", ""))
             outcome = o.outcome.replace("_", " ")
             say(f"  {o.controller:<9} {o.canary:<15} {outcome:<12} {mark:<12} {where}")
         missing = [o for o in sc.outcomes if o.run and o.details.get("report_status") != 200]
@@ -163,7 +165,7 @@ class Demo:
                 f"{stack.service_url}/api/v1/runs/<run>)")
         say(f"Prometheus  {stack.prometheus_url}  e.g. sum by (version) (rate(clicks_total[1m])) / "
             "sum by (version) (rate(impressions_total[1m]))")
-        say(f"logs        {self.run_dir}")
+        say(f"logs        {show.path(self.run_dir)}")
 
     def _keep_running(self, stack: Stack) -> None:
         say("")

@@ -122,7 +122,7 @@ class Scenarios:
 
     def _header(self, n: int, total: int, title: str) -> None:
         self.say("")
-        self.say(f"[{n}/{total}] {title}")
+        self.say(show.wrap(f"[{n}/{total}] {title}", 0).replace("\n  ", "\n      "))
         self._t0 = time.monotonic()
 
     # ------------------------------------------------------------ Flagger
@@ -268,7 +268,7 @@ class Scenarios:
             self.say(f"   {ln}")
         if outcome.reason:
             self.say(show.wrap(f"why: {outcome.reason}", 3))
-        self.say(f"   the Job's log: {child.log_path}")
+        self.say(f"   the Job's log: {show.path(child.log_path)}")
         self.outcomes.append(outcome)
         return outcome
 

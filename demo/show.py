@@ -72,10 +72,12 @@ def checks_line(checks: Iterable[dict[str, Any]], base: dict[str, tuple[Any, Any
         if name not in _SHORT:
             continue
         verdict = c.get("verdict", "nodata")
-        est = estimate(name, c.get("estimate")) if c.get("measured", verdict != "nodata") else "-"
-        cell = f"{_SHORT[name]} {est} {_VERDICT.get(verdict, verdict)}"
-        measured = c.get("measured", verdict != "nodata")
-        if measured and base and name in base and (c.get("alert"), c.get("rollback")) != base[name]:
+        measured = c.get("measured", verdict != "nodata") and verdict != "nodata"
+        if not measured:
+            cells.append(f"{_SHORT[name]} -")
+            continue
+        cell = f"{_SHORT[name]} {estimate(name, c.get('estimate'))} {_VERDICT.get(verdict, verdict)}"
+        if base and name in base and (c.get("alert"), c.get("rollback")) != base[name]:
             cell += f" ({thresholds(name, c.get('alert'), c.get('rollback'))})"
         cells.append(cell)
     return "  ".join(cells)
@@ -117,10 +119,27 @@ def notable(calls: Iterable[tuple[str, int, str]], limit: int = 110) -> list[str
     return out
 
 
+def field(label: str, text: str, width: int = 100) -> str:
+    """`label` in a 12-column margin, `text` wrapped beside it."""
+    return textwrap.fill(text, width=width, initial_indent=f"{label:<12}", subsequent_indent=" " * 12,
+                         break_on_hyphens=False)
+
+
 def wrap(text: str, indent: int, width: int = 100) -> str:
     pad = " " * indent
     return textwrap.fill(text, width=width, initial_indent=pad, subsequent_indent=pad + "  ",
                          break_on_hyphens=False)
+
+
+def path(p) -> str:
+    """A path relative to the working folder when it is inside it (shorter to read)."""
+    import os
+
+    p = str(p)
+    if not p:
+        return p
+    rel = os.path.relpath(p)
+    return p if rel.startswith("..") else rel
 
 
 def seconds(s: float) -> str:
