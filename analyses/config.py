@@ -114,12 +114,17 @@ class LatencyConfig(_Gated):
         beyond the deadline, so errors cannot hide the tail.
     min_samples: fewer requests per version in a window leave it out of the
         latency evidence (P99 needs about 563 for any interval).
+    max_window_evidence: the most one window may add to the evidence, as a
+        share of the fail boundary (0.55: a fail needs two windows, so a
+        stall of one server process in one window cannot fail a canary;
+        1.0 lets one window decide).
     """
 
     quantile: float = Field(0.99, gt=0.5, lt=1.0)
     alert: float = 1.5
     rollback: float = 2.0
     min_samples: int = Field(600, ge=50)
+    max_window_evidence: float = Field(0.55, gt=0.0, le=1.0)
 
     @field_validator("alert", "rollback")
     @classmethod

@@ -374,12 +374,21 @@ class Gate:
             def lr(th: float) -> float:
                 return (th - t0) / var * (x - (t0 + th) / 2.0)
             ev.var = var
-        inc = lr(t1)
+        # Latency: no single window may carry more than `max_window_evidence` of the fail boundary
+        # (nor of its mirror on the pass side). A stall of one server process on a busy host makes one
+        # window look like a 3x regression; a regression persists, a stall does not. Clipping each
+        # window's log-likelihood ratio keeps both guarantees: E[exp(min(L, c))] <= E[exp(L)] <= 1
+        # under H0, and E[exp(-max(L, -c))] <= 1 under H1.
+        cap = fail_at * self.config.latency.max_window_evidence if name == "latency" else math.inf
+
+        def clip(v: float) -> float:
+            return max(-cap, min(cap, v))
+        inc = clip(lr(t1))
         for j, (off, _) in enumerate(MIXTURE):
             th = t1 + off * (t1 - t0)
             if bern and th >= 1.0:
                 th = 1.0 - 1e-9
-            cs.mix[j] += lr(th)
+            cs.mix[j] += clip(lr(th))
         if ev.estimate is not None and ev.var:
             cs.info += 1.0 / ev.var
             cs.wsum += ev.estimate / ev.var
