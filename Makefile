@@ -74,7 +74,8 @@ demo-deps:
 	fi
 
 # `make demo DEMO_ARGS="--exit"`; `.venv/bin/shadowgate demo --help` lists the knobs.
-demo: venv demo-deps
+# The service runs from the runtime venv, as in the image (no TensorFlow: it starts in a second).
+demo: venv demo-deps runtime-venv
 	$(PY) -m demo $(DEMO_ARGS)
 
 bench: venv system-deps

@@ -76,6 +76,7 @@ class Supervisor:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[Child] = []
+        self._terminating: list[Child] = []  # asked to stop, not reaped yet: their exit is no failure
         self._lock = threading.Lock()
         self._env = dict(os.environ if env is None else env)
         # No TensorFlow or absl lines from any child (they go to the logs anyway).
@@ -99,6 +100,13 @@ class Supervisor:
             self.children.append(child)
         return child
 
+    def terminate(self, child: Child) -> None:
+        """SIGTERM the child's group and return at once (stop() or stop_all() reaps it)."""
+        with self._lock:
+            self._terminating.append(child)
+        if child.alive():
+            _signal_group(child.pid, signal.SIGTERM)
+
     def stop(self, child: Child, grace_s: float = 10.0) -> int | None:
         """SIGTERM the child's group, SIGKILL after `grace_s` seconds; returns its exit code."""
         if child.alive():
@@ -115,6 +123,8 @@ class Supervisor:
         with self._lock:
             if child in self.children:
                 self.children.remove(child)
+            if child in self._terminating:
+                self._terminating.remove(child)
         return child.proc.returncode
 
     def stop_all(self, grace_s: float = 10.0) -> None:
@@ -133,10 +143,10 @@ class Supervisor:
         for c in children:
             self.stop(c, grace_s=0.0)
 
-    def check(self, *children: Child) -> None:
-        """Raise ChildDied if one of `children` (default: all) has exited."""
+    def check(self, *children: Child, ignore: tuple[Child, ...] = ()) -> None:
+        """Raise ChildDied if one of `children` (default: all but those asked to stop and `ignore`) has exited."""
         with self._lock:
-            watched = list(children or self.children)
+            watched = list(children or [c for c in self.children if c not in self._terminating and c not in ignore])
         for c in watched:
             code = c.proc.poll()
             if code is not None:

@@ -100,13 +100,14 @@ class Demo:
         stack.wait_http(svc, f"{stack.service_url}/readyz")
         stable.wait_ready()
         golden = np.load(assets.golden)
-        users = Users(stable.grpc_target, f"{HOST}:{ports.canary_grpc}", golden["inputs"], golden["labels"],
+        users = Users(stable.rest_url, f"http://{HOST}:{ports.canary_rest}", golden["inputs"], golden["labels"],
                       port=ports.users, rate=a.users, page_size=20, clicks=ClickModel())
         users.start()
         self.users = users
         m = users.model
+        runtime = " (the runtime venv: no TensorFlow, as in the image)" if stack.runtime_python else ""
         say(show.field("started", f"in {time.monotonic() - t:.0f} s: stable stand-in {stable.grpc_target}, "
-                                  f"Prometheus {stack.prometheus_url}, Shadowgate {stack.service_url}"))
+                                  f"Prometheus {stack.prometheus_url}, Shadowgate {stack.service_url}{runtime}"))
         say(show.field("users", f"{a.users:g} page views/s of 20 digits, routed by the canary weight; a right "
                                 f"answer is clicked {100 * m.p_right:g} % of the time, a wrong one "
                                 f"{100 * m.p_wrong:g} % (impressions and clicks per version, scraped by "

@@ -16,7 +16,6 @@ confirm-rollout for Flagger, with the Rollout's new ReplicaSet for Argo.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -238,7 +237,7 @@ class Scenarios:
         version = self.stack.assets.versions[role]
         name = f"judge-{role}"
         duration = f"{max(30, int(10 * self.interval_s))}s"
-        argv = [sys.executable, "-m", "webhook.judge", "--config", str(self.stack.config_path), "--analysis", "digits",
+        argv = [self.stack.service_python, "-m", "webhook.judge", "--config", str(self.stack.config_path), "--analysis", "digits",
                 "--duration", duration, "--interval", f"{self.interval_s:g}s", "--no-progress",
                 "--json", str(self.stack.run_dir / "judge.json")]
         self._header(n, total, f"Argo Rollouts, job provider: `shadowgate judge --analysis digits --duration {duration}`"
@@ -252,7 +251,7 @@ class Scenarios:
         child = self.sup.spawn("shadowgate judge", argv, log_name="judge")
         limit = time.monotonic() + 120.0 + 10 * self.interval_s
         while child.alive():
-            self._alive_except(child)
+            self.sup.check(ignore=(child,))
             if time.monotonic() > limit:
                 break
             time.sleep(0.2)
@@ -271,11 +270,6 @@ class Scenarios:
         self.say(f"   the Job's log: {show.path(child.log_path)}")
         self.outcomes.append(outcome)
         return outcome
-
-    def _alive_except(self, child) -> None:
-        for c in list(self.sup.children):
-            if c is not child and not c.alive():
-                self.sup.check(c)
 
     # ------------------------------------------------------------ the end
 

@@ -2,9 +2,11 @@
 
 Each visit shows a page of `page_size` digits, predicted by the version the
 router sends the visit to (the canary gets `weight` percent of visits, as
-Istio's weights split real traffic; stable gets the rest). One gRPC Predict
-per page (a batch of `page_size` rows, each drawn from the golden set, so
-the truth is known). Each item is an impression; the user clicks it with
+Istio's weights split real traffic; stable gets the rest). One REST predict
+per page, as a web front end would call TF Serving (`POST
+/v1/models/digits/labels/<label>:predict`, a batch of `page_size` rows, each
+drawn from the golden set, so the truth is known; plain HTTP, so the demo
+process needs no TensorFlow). Each item is an impression; the user clicks it with
 probability `p_right` when the prediction is right and `p_wrong` when it is
 wrong, so a less accurate model earns fewer clicks per impression. A page
 that fails (error or deadline) shows nothing: no impressions.
@@ -54,8 +56,8 @@ class ClickModel:
 class Users:
     """Visits at `rate` pages per second, routed by `weight`; counters on an HTTP port.
 
-    stable / canary: gRPC addresses (host:port) of the two versions; the
-    canary is called only while `weight` > 0. `set_weight(percent)` is the
+    stable / canary: REST base URLs (http://host:port) of the two versions;
+    the canary is called only while `weight` > 0. `set_weight(percent)` is the
     router (Flagger's and Argo's SetRoutes).
     """
 
@@ -64,7 +66,8 @@ class Users:
                  timeout_s: float = 2.0, seed: int = 1, workers: int = 4) -> None:
         from prometheus_client import CollectorRegistry, Counter
 
-        self.addresses = {"stable": stable, "canary": canary}
+        self.urls = {v: f"{base.rstrip('/')}/v1/models/{APP}/labels/{v}:predict"
+                     for v, base in (("stable", stable), ("canary", canary))}
         self.inputs, self.labels = inputs, labels
         self.port, self.rate, self.page_size, self.timeout_s = port, rate, page_size, timeout_s
         self.model = clicks or ClickModel()
@@ -112,10 +115,7 @@ class Users:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._clients_lock:
             for c in self._clients.values():
-                try:
-                    c.close()
-                except Exception:
-                    pass
+                c.close()
             self._clients.clear()
         if self._server is not None:
             self._server.shutdown()
@@ -148,17 +148,22 @@ class Users:
             else:
                 next_at = time.monotonic()  # fell behind: do not burst to catch up
 
-    def _client(self, version: str):
-        """One gRPC client per worker thread and version (a channel is cheap, a stub is not shared)."""
-        from loadtest.clients import GrpcClient, ModelRef
+    def _session(self):
+        """One HTTP session (kept-alive connections) per worker thread."""
+        import requests
 
-        key = (threading.get_ident(), version)
+        key = threading.get_ident()
         with self._clients_lock:
             c = self._clients.get(key)
             if c is None:
-                c = self._clients[key] = GrpcClient(self.addresses[version], ModelRef(APP, label=version),
-                                                    timeout_s=self.timeout_s)
+                c = self._clients[key] = requests.Session()
             return c
+
+    def _predict(self, version: str, rows: np.ndarray) -> np.ndarray:
+        """Predicted classes of `rows` from `version` (TF Serving's columnar REST format)."""
+        r = self._session().post(self.urls[version], json={"inputs": {"x": rows.tolist()}}, timeout=self.timeout_s)
+        r.raise_for_status()
+        return np.asarray(r.json()["outputs"]["classes"]).reshape(-1)
 
     def _visit(self, version: str) -> None:
         try:
@@ -167,8 +172,7 @@ class Users:
                 rng = self._local.rng = np.random.default_rng([self._seed, threading.get_ident() % 2**32])
             rows = rng.integers(0, len(self.labels), self.page_size)
             try:
-                result = self._client(version).predict({"x": self.inputs[rows]})
-                predicted = np.asarray(result.outputs["classes"]).reshape(-1)
+                predicted = self._predict(version, self.inputs[rows])
             except Exception:  # the page did not load: nothing shown, nothing clicked
                 self.errors.labels(APP, version).inc()
                 return
