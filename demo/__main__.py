@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_native_stderr(run_dir / "demo-native.log")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_on)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
 
     from .procs import ChildDied, Supervisor
     from .stack import StartError
@@ -138,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ChildDied, StartError) as exc:
         print(f"\nshadowgate demo: {exc}", file=sys.stderr, flush=True)
         return 1
-    except SystemExit as exc:
+    except SystemExit as exc:  # SIGTERM or SIGHUP
         print("\nstopped", flush=True)
-        return int(exc.code or 0)
+        return demo.exit_code if demo is not None and demo.finished else int(exc.code or 0)
     finally:
         if demo is not None:
             demo.close()
