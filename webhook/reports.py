@@ -35,6 +35,7 @@ from .errors import ApiError
 from .reporting import html, text
 from .reporting.drift import KINDS as DRIFT_KINDS
 from .reporting.drift import DriftReports, NoDriftData
+from .reporting.drift import available as drift_available
 from .reporting.model import DigestCache, build_report, run_row
 from .reporting.source import ReportSource, RunFilter
 from .security import ANALYSIS_RE, NAME_RE, NAMESPACE_RE, RUN_ID_RE, check_token
@@ -156,6 +157,8 @@ def run_page(run_id: str):
     analysis = svc.settings.analyses.get(rep["run"]["analysis"])
     kinds = [(k, label) for k, label in DRIFT_KINDS.items()
              if k != "inputs" or (analysis is not None and analysis.reference_inputs is not None)]
+    if not drift_available():
+        kinds = []
     return _html(html.run_page(rep, kinds))
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests.webhook.browser import AppServer, Browser, chromium_or_skip
 from tests.webhook.report_runs import Spec, close, flagger_run, rich_app, rich_config
-from tests.webhook.conftest import payload
 
 RUN_CHARTS = ("evidence-accuracy", "estimate-accuracy", "evidence-latency", "estimate-latency", "evidence-errors",
               "estimate-errors", "evidence-errors_increase", "estimate-errors_increase", "latency-percentiles",

@@ -38,6 +38,13 @@ class NoDriftData(Exception):
     """This run has nothing to build the asked report from (the message says why)."""
 
 
+def available() -> bool:
+    """evidently is installed (the runtime image leaves it out: the `drift-report` extra brings it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("evidently") is not None
+
+
 def _collect(source: ReportSource, run_id: str, kind: str) -> tuple[int, np.ndarray | None, np.ndarray]:
     """(newest window, stable scores or None, canary scores or inputs) from the newest windows."""
     index = [w for w in source.window_index(run_id) if w.has_data]
@@ -87,6 +94,8 @@ class DriftReports:
         """The report's HTML; NoDriftData when this run cannot have it."""
         if kind not in KINDS:
             raise NoDriftData(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+        if not available():
+            raise NoDriftData("evidently is not installed here (pip install 'shadowgate[drift-report]')")
         if kind == "inputs" and reference is None:
             raise NoDriftData("the analysis has no reference set (set `reference:` in analyses.yaml)")
         newest, stable, current = _collect(source, run_id, kind)
