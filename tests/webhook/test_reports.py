@@ -303,3 +303,18 @@ def test_source_reads_only_the_windows_asked(runs, tmp_path):
     got = src.windows(ids["promoted"], [1, 3], with_data=False)
     assert set(got) == {1, 3} and got[1][1] is None and got[1][0]["window"]["health"] == "golden"
     src.close()
+
+
+def test_without_evidently_the_page_says_so(runs, monkeypatch):
+    """The runtime image has no evidently: no drift link, and the drift URL is a 404 page saying why."""
+    import webhook.reporting.drift as drift
+    import webhook.reports as reports
+
+    monkeypatch.setattr(reports, "drift_available", lambda: False)
+    monkeypatch.setattr(drift, "available", lambda: False)
+    app, ids = runs
+    c = app.test_client()
+    page = c.get(f"/reports/{ids['promoted']}").get_data(as_text=True)
+    assert "drift-link" not in page and "not available here" in page
+    r = c.get(f"/reports/{ids['promoted']}/drift?kind=predictions")
+    assert r.status_code == 404 and "evidently is not installed" in r.get_data(as_text=True)
