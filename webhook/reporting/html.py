@@ -36,7 +36,8 @@ section.decision ul{margin:6px 0 6px 18px;padding:0}
 .guarantee{color:#333;font-size:13px}
 .warn{background:#fff6e0;border:1px solid #f0d48a;padding:6px 10px;border-radius:4px;margin:6px 0;font-size:13px}
 .progress{background:#e8f1fb;border:1px solid #a9c8ee;padding:6px 10px;border-radius:4px;margin:6px 0}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;background:#777}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;
+  background:#777}
 .badge.fail,.badge.failed{background:#D55E00}.badge.pass,.badge.succeeded{background:#009E73}
 .badge.continue,.badge.running{background:#E69F00}.badge.idle{background:#8a8a8a}.badge.nodata{background:#aaa}
 .badge.info{background:#56B4E9}
@@ -134,7 +135,8 @@ def list_page(rows: list[dict[str, Any]], filters: dict[str, str | None], status
             f'<td><a href="/reports/{e(r["id"])}">{e(r["id"])}</a></td><td>{e(r["analysis"])}</td>'
             f'<td>{e(r["caller"])}</td><td>{e(r["namespace"])}/{e(r["name"])}</td><td><code>{e(r["revision"])}</code>'
             f'{" #" + e(r["attempt"]) if r["attempt"] and r["attempt"] > 1 else ""}</td>'
-            f'<td class="num">{e(fmt_time(r["started_at"]))}</td><td class="num">{e(fmt_duration(r["duration_s"]))}</td>'
+            f'<td class="num">{e(fmt_time(r["started_at"]))}</td>'
+            f'<td class="num">{e(fmt_duration(r["duration_s"]))}</td>'
             f'<td class="num">{r["windows"]}</td><td>{e(deciding)}</td>'
             f'<td class="reason">{e(_short(r["reason"], 220))}</td></tr>')
     active = {k: v for k, v in filters.items() if v}
@@ -195,9 +197,9 @@ def _decision(dec: dict[str, Any], run: dict[str, Any]) -> str:
            f'{e(run["analysis"])} · {e(run["caller"])} · {e(run["namespace"])}/{e(run["name"])} revision '
            f'<code>{e(run["revision"])}</code></span></p>']
     if dec["in_progress"]:
-        out.append(f'<p class="progress" id="in-progress"><b>In progress.</b> '
-                   f'{"The session is measuring now: reload for newer windows." if dec["live"] else "No session is measuring now (the run is " + e(dec["status"]) + "): the next hook call resumes it."}'
-                   "</p>")
+        now = ("The session is measuring now: reload for newer windows." if dec["live"] else
+               f"No session is measuring now (the run is {e(dec['status'])}): the next hook call resumes it.")
+        out.append(f'<p class="progress" id="in-progress"><b>In progress.</b> {now}</p>')
     out.append('<ul id="decision-text">' + "".join(f"<li>{e(s)}</li>" for s in dec["sentences"]
                                                    if not s.startswith("In progress")) + "</ul>")
     if dec.get("guarantee"):
@@ -221,7 +223,8 @@ def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None, base:
         facts.append(("report link", f'<a href="{e(run["url"])}">{e(run["url"])}</a>'))
     links = []
     for kind, label in drift_kinds or []:
-        links.append(f'<a class="drift-link" href="{e(base)}{e(rep["drift_report"])}?{urlencode({"kind": kind})}">{e(label)}</a>')
+        href = f'{base}{rep["drift_report"]}?{urlencode({"kind": kind})}'
+        links.append(f'<a class="drift-link" href="{e(href)}">{e(label)}</a>')
     facts.append(("drift report", " · ".join(links) + ' <span class="muted">(evidently; built on first open, a '
                   'few seconds)</span>' if links else '<span class="muted">not available here</span>'))
     return ('<h2>Run</h2><dl class="facts" id="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
@@ -240,7 +243,8 @@ def _checks_table(rep: dict[str, Any]) -> str:
             f'<tr data-check="{e(n)}"><td><b>{e(n)}</b>{" (critical)" if c.get("critical") else ""}</td>'
             f'<td>{_badge(c.get("verdict"))}</td>'
             f'<td class="num">{e(fmt_est(n, c.get("estimate")))} {e(fmt_ci(n, c.get("ci")))}</td>'
-            f'<td class="num">{e(fmt_est(n, c.get("alert")))}</td><td class="num">{e(fmt_est(n, c.get("rollback")))}</td>'
+            f'<td class="num">{e(fmt_est(n, c.get("alert")))}</td>'
+            f'<td class="num">{e(fmt_est(n, c.get("rollback")))}</td>'
             f'<td class="num">{_num(fe, "{:.2f}")} / {_num(fa, "{:.2f}")}</td>'
             f'<td class="num">{_num(llr, "{:.2f}")} / {_num(pa, "{:.2f}")}</td>'
             f'<td class="num">{e(pct(c.get("alpha"), 2))}</td>'
@@ -528,6 +532,8 @@ def _timeline(rep: dict[str, Any]) -> str:
                     f'<td class="num">{e(status) if status is not None else ""}</td>'
                     f'<td class="num">{g["count"]}</td><td class="reason">{msg}</td></tr>')
     n = len(rep["timeline"])
-    return (f'<h2>Timeline</h2><p class="muted">{n} entries: every hook call with its answer, controller events, '
-            'windows, decisions and sessions (started, resumed, idle); consecutive alike entries are one row.</p>'
+    return (f'<h2>Timeline</h2><p class="muted">{n} entries: every hook call with its answer (Flagger\'s '
+            'rollback hook when it rolls back: its "no rollback" of every tick is not recorded), controller '
+            'events, windows, decisions and sessions (started, resumed, idle); repeated alike entries are one '
+            'row with their count.</p>'
             f'<div class="scroll"><table id="timeline">{head}{"".join(rows)}</table></div>')

@@ -147,7 +147,8 @@ class ReportSource:
                            " WHERE run_id = ? ORDER BY seq", (run_id,))
         return [WindowRow(r["seq"], r["kind"], r["started_at"], r["ended_at"], r["t"] == "blob") for r in rows]
 
-    def windows(self, run_id: str, seqs: list[int], with_data: bool = True) -> dict[int, tuple[dict | None, bytes | None]]:
+    def windows(self, run_id: str, seqs: list[int],
+                with_data: bool = True) -> dict[int, tuple[dict | None, bytes | None]]:
         """{seq: (stored verdict dict, raw data or None)} for the windows `seqs`."""
         wanted = set(seqs)
         if not wanted:

@@ -115,7 +115,8 @@ class Chart:
 
     # ------------------------------------------------------------ layers
 
-    def line(self, xs, ys, color: str, label: str | None = None, dash: str | None = None, width: float = 1.6) -> "Chart":
+    def line(self, xs, ys, color: str, label: str | None = None, dash: str | None = None,
+             width: float = 1.6) -> "Chart":
         self.layers.append(_Layer("line", list(xs), list(ys), color=color, label=label, dash=dash, width=width))
         return self
 
