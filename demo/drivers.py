@@ -179,7 +179,10 @@ class FlaggerDriver:
         return self._result("rolled_back", tick)
 
     def run(self, max_ticks: int = 20, start_ticks: int = 0) -> FlaggerResult:
-        """Drive one rollout; `start_ticks` > 0 resumes a rollout past its pre-rollout hook."""
+        """Drive one rollout; `start_ticks` > 0 resumes a rollout past its pre-rollout hook.
+
+        Outcome "timeout" when the analysis has not decided after `max_ticks` ticks.
+        """
         target = f"{self.name}.{self.namespace}"
         ticks = start_ticks
         self.failed, self.weight = 0, 0
@@ -202,7 +205,9 @@ class FlaggerDriver:
                 self.workload.scale_up()
             self._observe(ticks, "canary scaled up from zero")
         self.phase = "Progressing"
-        while ticks < max_ticks:
+        # max_ticks bounds the analysis (a guard of callers, not a Flagger setting); once promotion
+        # is confirmed its two ticks (Promoting, Finalising) always run.
+        while ticks < max_ticks or self.phase in ("Promoting", "Finalising"):
             time.sleep(self.interval_s)
             ticks += 1
             if self.workload is not None and not self.workload.ready():
@@ -352,7 +357,8 @@ class ArgoRolloutDriver:
                  router: Callable[[int], None] | None = None,
                  observer: Callable[[ArgoMeasurement], None] | None = None,
                  on_step: Callable[[int, str, float], None] | None = None) -> None:
-        self.url, self.analysis, self.rollout, self.revision, self.namespace = url, analysis, rollout, revision, namespace
+        self.url, self.analysis, self.rollout = url, analysis, rollout
+        self.revision, self.namespace = revision, namespace
         self.steps, self.interval_s, self.starting_step = list(steps), interval_s, starting_step
         self.failure_limit, self.inconclusive_limit = failure_limit, inconclusive_limit
         self.consecutive_error_limit, self.final, self.timeout_s = consecutive_error_limit, final, timeout_s

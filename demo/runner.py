@@ -13,7 +13,7 @@ import numpy as np
 import requests
 
 from . import show
-from .procs import ChildDied, Supervisor
+from .procs import Supervisor
 from .scenarios import Scenarios, dump
 from .stack import HOST, BAD_LATENCY_S, BAD_LATENCY_SIGMA, DemoSettings, Ports, Stack, StartError, find_prometheus
 

@@ -129,7 +129,8 @@ class Scenarios:
     def flagger(self, role: str, checksum: str, n: int, total: int) -> Outcome:
         version = self.stack.assets.versions[role]
         name = f"flagger-{role}"
-        self._header(n, total, f"Flagger: the {role} canary (v{version}), stepWeights {'/'.join(map(str, STEP_WEIGHTS))} %, "
+        steps = "/".join(map(str, STEP_WEIGHTS))
+        self._header(n, total, f"Flagger: the {role} canary (v{version}), stepWeights {steps} %, "
                                f"interval {self.interval_s:g} s, threshold {THRESHOLD}")
         self.say(f"{'time':>6}  {'weight':>6}  Flagger's calls (HTTP status) -> what Flagger does")
         self.say(f"{'':>16}the run's decision, then each check: estimate so far and verdict")
@@ -190,8 +191,8 @@ class Scenarios:
         self.say("      metric: successCondition result.failed == false, failureCondition result.failed == true, "
                  "failureLimit 1")
         pods = CanaryPods(self.stack, role, self.say, self._clock)
-        self.say(f"{show.seconds(self._clock()):>6}  {'':>6}  new ReplicaSet for revision {revision}: canary v{version} "
-                 "scaling up")
+        self.say(f"{show.seconds(self._clock()):>6}  {'':>6}  new ReplicaSet for revision {revision}: "
+                 f"canary v{version} scaling up")
 
         def on_step(i: int, kind: str, value: float) -> None:
             self._alive()
@@ -237,11 +238,12 @@ class Scenarios:
         version = self.stack.assets.versions[role]
         name = f"judge-{role}"
         duration = f"{max(30, int(10 * self.interval_s))}s"
-        argv = [self.stack.service_python, "-m", "webhook.judge", "--config", str(self.stack.config_path), "--analysis", "digits",
-                "--duration", duration, "--interval", f"{self.interval_s:g}s", "--no-progress",
+        argv = [self.stack.service_python, "-m", "webhook.judge", "--config", str(self.stack.config_path),
+                "--analysis", "digits", "--duration", duration, "--interval", f"{self.interval_s:g}s", "--no-progress",
                 "--json", str(self.stack.run_dir / "judge.json")]
-        self._header(n, total, f"Argo Rollouts, job provider: `shadowgate judge --analysis digits --duration {duration}`"
-                               f" against the {role} canary (v{version}); the exit code is the Job's result")
+        self._header(n, total, "Argo Rollouts, job provider: `shadowgate judge --analysis digits "
+                               f"--duration {duration}` against the {role} canary (v{version}); the exit code "
+                               "is the Job's result")
         if self.stack.canary is None or self.stack.canary.role != role:
             pods = CanaryPods(self.stack, role, self.say, self._clock)
             pods.scale_up()

@@ -60,8 +60,8 @@ _SHORT = {"accuracy": "acc", "latency": "P99", "errors": "err", "errors_increase
 
 def legend(checks: Iterable[dict[str, Any]]) -> str:
     """`accuracy drop 2 / 5 pt · ...`: each gated check with its (alert / rollback)."""
-    return " · ".join(f"{_SHORT[c['name']]} = {_LABEL[c['name']]} ({thresholds(c['name'], c.get('alert'), c.get('rollback'))})"
-                      for c in checks if c.get("name") in _LABEL)
+    return " · ".join(f"{_SHORT[n]} = {_LABEL[n]} ({thresholds(n, c.get('alert'), c.get('rollback'))})"
+                      for c in checks if (n := c.get("name")) in _LABEL)
 
 
 def checks_line(checks: Iterable[dict[str, Any]], base: dict[str, tuple[Any, Any]] | None = None) -> str:

@@ -224,3 +224,10 @@ def test_argo_errors_in_a_row_end_the_analysis():
                                    interval_s=0.01, consecutive_error_limit=4)
         result = driver.run(max_s=30)
     assert result.analysis_phase == "Error" and len(result.measurements) == 5
+
+
+def test_a_promotion_confirmed_at_the_last_tick_still_completes():
+    with Scripted(passing) as svc:
+        result = flagger(svc.url, Pods(), []).run(max_ticks=4)  # confirm-promotion in tick 4
+    assert result.outcome == "promoted" and result.ticks == 6
+    assert svc.hooks()[-2:] == ["confirm-promotion", "post-rollout"]
