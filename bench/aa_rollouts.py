@@ -65,7 +65,12 @@ def run(rollouts: int, rate: float, work: Path, progress=print) -> dict:
             t0 = time.monotonic()
             d = FlaggerDriver(svc.url, "aa", checksum=f"aa{i}", interval_s=INTERVAL_S, threshold=2,
                               max_weight=50, step_weight=25)
-            res = d.run(max_ticks=30)
+            try:
+                res = d.run(max_ticks=30)
+            except requests.RequestException as exc:  # a hook past the caller's 10 s: Flagger's check fails
+                out["no_answer"] = out.get("no_answer", 0) + 1
+                progress(f"rollout {i + 1}/{rollouts}: a hook did not answer within 10 s ({exc.__class__.__name__})")
+                continue
             out[res.outcome] += 1
             run_id = None
             for hook, status, text in res.calls:
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         out = run(args.rollouts, args.rate, Path(d))
     print(f"\n{args.rollouts} rollouts of identical models on two processes at {args.rate:g} req/s per version: "
-          f"{out['promoted']} promoted, {out['rolled_back']} rolled back, {out['timeout']} undecided; "
+          f"{out['promoted']} promoted, {out['rolled_back']} rolled back, {out['timeout']} undecided, "
+          f"{out.get('no_answer', 0)} with a hook unanswered in 10 s; "
           f"windows per run (golden included) median {sorted(out['windows'])[len(out['windows']) // 2] if out['windows'] else '-'}")
     for r in out["rollback_reasons"]:
         print("  not promoted:", r)
