@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=float, default=25.0, metavar="PAGES",
                    help="simulated users' page views per second, 20 digits each (default 25)")
     p.add_argument("--load-rate", type=float, default=None, metavar="RPS",
-                   help="Shadowgate's load per version, requests/s (default: enough for a P99 per window, "
-                        "720 / interval, at least 150)")
+                   help="Shadowgate's load per version, requests/s (default: 300 requests per window, "
+                        "enough for the P95, at least 50)")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--exit", dest="keep_running", action="store_false",
                       help="stop everything at the end instead of keeping the service up for the reports")

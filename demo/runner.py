@@ -84,7 +84,7 @@ class Demo:
                        f"{100 * acc[v['bad']]:.1f} %, served with a log-normal latency tail (median "
                        f"+{1000 * BAD_LATENCY_S:g} ms, sigma {BAD_LATENCY_SIGMA:g})"))
         interval = a.interval
-        rate = a.load_rate or max(150.0, math.ceil(720.0 / interval))
+        rate = a.load_rate or max(50.0, math.ceil(300.0 / interval))
         settings = DemoSettings(interval_s=interval, load_rate=rate)
         ports = Ports.choose(a.port, a.prometheus_port)
         stack = Stack(self.sup, assets, ports, self.run_dir, settings)
@@ -124,9 +124,9 @@ class Demo:
         say("")
         stack, checks = self._setup()
         sc = Scenarios(stack, self.sup, self.users, self.args.interval, say=say)
-        sc.set_legend(checks)
+        sc.set_legend(checks, stack.settings.quantile)
         say(show.field("checks", "estimate so far, then pass, FAIL or wait (- no data yet); "
-                                 "thresholds alert / rollback: " + show.legend(checks)))
+                                 "thresholds alert / rollback: " + show.legend(checks, stack.settings.quantile)))
         plan = [("good", lambda n, k: sc.flagger("good", "9f3c2a71d0", n, k)),
                 ("bad", lambda n, k: sc.flagger("bad", "4b7e19c5aa", n, k)),
                 ("argo", lambda n, k: sc.argo("bad", "7c5ddbdf54", n, k)),

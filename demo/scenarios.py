@@ -90,6 +90,7 @@ class Scenarios:
         self.outcomes: list[Outcome] = []
         self._t0 = time.monotonic()
         self._base: dict[str, tuple[Any, Any]] = {}
+        self._quantile = 0.99
 
     # ------------------------------------------------------------ helpers
 
@@ -109,15 +110,16 @@ class Scenarios:
     def report_url(self, run_id: str | None) -> str | None:
         return f"{self.url}/reports/{run_id}" if run_id else None
 
-    def set_legend(self, checks: list[dict[str, Any]]) -> None:
+    def set_legend(self, checks: list[dict[str, Any]], quantile: float) -> None:
         self._base = {c["name"]: (c.get("alert"), c.get("rollback")) for c in checks if "name" in c}
+        self._quantile = quantile
 
     def _verdict(self, run_id: str | None) -> dict[str, Any]:
         return (self.run_record(run_id).get("verdict_full") or {}) if run_id else {}
 
     def _checks_row(self, verdict: dict[str, Any]) -> str:
         checks = [c for c in verdict.get("checks", []) if c.get("name") in show.CHECKS]
-        return f"{verdict.get('outcome', '-'):<9} {show.checks_line(checks, self._base)}"
+        return f"{verdict.get('outcome', '-'):<9} {show.checks_line(checks, self._base, self._quantile)}"
 
     def _header(self, n: int, total: int, title: str) -> None:
         self.say("")
@@ -206,7 +208,8 @@ class Scenarios:
             self.say(line)
             if m.result:
                 checks = show.argo_checks(m.result)
-                self.say(f"{'':>16}{m.result.get('decision', '-'):<9} {show.checks_line(checks, self._base)}")
+                row = show.checks_line(checks, self._base, self._quantile)
+                self.say(f"{'':>16}{m.result.get('decision', '-'):<9} {row}")
 
         driver = ArgoRolloutDriver(self.url, "digits", rollout="digits", revision=revision, namespace="test",
                                    steps=steps, interval_s=self.interval_s, starting_step=1, failure_limit=1,

@@ -53,19 +53,28 @@ def thresholds(name: str, alert: Any, rollback: Any) -> str:
     return f"{100 * a:g} / {100 * r:g} %"
 
 
-_LABEL = {"accuracy": "accuracy drop", "latency": "P99 canary/stable", "errors": "canary errors",
+_LABEL = {"accuracy": "accuracy drop", "latency": "{q} canary/stable", "errors": "canary errors",
           "errors_increase": "error increase", "ctr": "CTR drop"}
-_SHORT = {"accuracy": "acc", "latency": "P99", "errors": "err", "errors_increase": "err+", "ctr": "CTR"}
+_SHORT = {"accuracy": "acc", "latency": "{q}", "errors": "err", "errors_increase": "err+", "ctr": "CTR"}
 
 
-def legend(checks: Iterable[dict[str, Any]]) -> str:
-    """`accuracy drop 2 / 5 pt · ...`: each gated check with its (alert / rollback)."""
-    return " · ".join(f"{_SHORT[n]} = {_LABEL[n]} ({thresholds(n, c.get('alert'), c.get('rollback'))})"
+def quantile_name(q: float) -> str:
+    """0.95 -> "P95", 0.999 -> "P99.9"."""
+    return f"P{100 * q:g}"
+
+
+def legend(checks: Iterable[dict[str, Any]], quantile: float = 0.99) -> str:
+    """`acc = accuracy drop (2 / 5 pt) · ...`: each gated check with its (alert / rollback)."""
+    q = quantile_name(quantile)
+    return " · ".join(f"{_SHORT[n].format(q=q)} = {_LABEL[n].format(q=q)} "
+                      f"({thresholds(n, c.get('alert'), c.get('rollback'))})"
                       for c in checks if (n := c.get("name")) in _LABEL)
 
 
-def checks_line(checks: Iterable[dict[str, Any]], base: dict[str, tuple[Any, Any]] | None = None) -> str:
-    """`acc -0.3 pt pass  P99 1.04x wait ...` for the gated checks of a verdict or an Argo answer."""
+def checks_line(checks: Iterable[dict[str, Any]], base: dict[str, tuple[Any, Any]] | None = None,
+                quantile: float = 0.99) -> str:
+    """`acc -0.3 pt pass  P95 1.04x wait ...` for the gated checks of a verdict or an Argo answer."""
+    q = quantile_name(quantile)
     cells = []
     for c in checks:
         name = c.get("name")
@@ -73,10 +82,11 @@ def checks_line(checks: Iterable[dict[str, Any]], base: dict[str, tuple[Any, Any
             continue
         verdict = c.get("verdict", "nodata")
         measured = c.get("measured", verdict != "nodata") and verdict != "nodata"
+        short = _SHORT[name].format(q=q)
         if not measured:
-            cells.append(f"{_SHORT[name]} -")
+            cells.append(f"{short} -")
             continue
-        cell = f"{_SHORT[name]} {estimate(name, c.get('estimate'))} {_VERDICT.get(verdict, verdict)}"
+        cell = f"{short} {estimate(name, c.get('estimate'))} {_VERDICT.get(verdict, verdict)}"
         if base and name in base and (c.get("alert"), c.get("rollback")) != base[name]:
             cell += f" ({thresholds(name, c.get('alert'), c.get('rollback'))})"
         cells.append(cell)

@@ -50,10 +50,14 @@ def test_the_canaries_are_what_the_demo_says(assets):
     assert acc[1] - acc[3] > 0.10
 
 
-def test_the_load_gives_a_p99_in_every_window_and_ctr_comes_from_the_users(assets, ports, tmp_path):
-    s = DemoSettings(interval_s=4.0, load_rate=180.0)
+def test_the_load_gives_a_latency_quantile_in_every_window_and_ctr_comes_from_the_users(assets, ports, tmp_path):
+    from analyses.stats import min_samples_for_quantile
+
+    s = DemoSettings(interval_s=4.0, load_rate=75.0)
     cfg = analyses_yaml(ports, assets, tmp_path, s)["analyses"]["digits"]
-    assert cfg["load"]["rate"] * s.interval_s >= 600  # P99 needs 563 requests per window
+    latency = cfg["checks"]["latency"]
+    assert latency["quantile"] == 0.95
+    assert cfg["load"]["rate"] * s.interval_s >= latency["min_samples"] >= min_samples_for_quantile(0.95)
     assert cfg["canary"]["address"] == "127.0.0.1:18600" and cfg["canary"]["label"] == "canary"
     assert cfg["ctr"]["prometheus"] == "http://127.0.0.1:19090"
     assert 'clicks_total{app="digits",version="{version}"}[{window}]' in cfg["ctr"]["clicks"]

@@ -170,8 +170,8 @@ def test_the_demo_promotes_the_good_canary_and_stops_the_bad_one_everywhere(tmp_
         assert reports[run]["page"] == 200 or (reports[run]["api"] == 200 and reports[run]["status"] == status), \
             reports[run]
     # The live progress shows the weights and the checks against their thresholds.
-    assert "25 %" in out and "50 %" in out and "acc " in out and "P99 " in out and "CTR " in out
-    assert "P99 = P99 canary/stable (1.5x / 2x)" in re.sub(r"\n {12}", " ", out)  # the legend, unwrapped
+    assert "25 %" in out and "50 %" in out and "acc " in out and "P95 " in out and "CTR " in out
+    assert "P95 = P95 canary/stable (1.5x / 2x)" in re.sub(r"\n {12}", " ", out)  # the legend, unwrapped
     assert not NOISE.search(out), [ln for ln in demo.lines if NOISE.search(ln)]
     assert result["seconds"] < 200
     assert demo.seen, "no child process was ever seen"
