@@ -188,7 +188,8 @@ def test_a_gauge_uses_the_larger_of_its_samples_and_the_window_to_window_spread(
     assert steady.estimate == 97 and steady.var == pytest.approx(2.5 ** 2)  # the prior noise, not 0
     noisy = promchecks.gauge_reading([60] * 4, [80, 100, 85, 99], "level", 2, noise=0.1)
     assert noisy.var == pytest.approx(np.var([80, 100, 85, 99], ddof=1) / 4)
-    learnt = promchecks.gauge_reading([60] * 4, [90] * 4, "level", 2, noise=0.1, spread=(11, 990.0, 990 * 90 + 10 * 16.0))
+    learnt = promchecks.gauge_reading([60] * 4, [90] * 4, "level", 2, noise=0.1,
+                                      spread=(11, 990.0, 990 * 90 + 10 * 16.0))
     assert learnt.var > 1.0  # ten earlier windows spread by about 4: the prior gives way
     diff = promchecks.gauge_reading([60, 62], [90, 92], "difference", 2, noise=1.0)
     assert diff.estimate == pytest.approx(30) and (diff.stable, diff.canary) == (61, 91)
