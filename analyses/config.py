@@ -196,6 +196,10 @@ class PrometheusCheckConfig(_Gated):
     noise: gauges, the window-to-window standard deviation assumed until
         the run's own windows show it (gauge units; default (rollback -
         alert) / 2).
+    max_window_evidence: the most one window may add to the evidence, as a
+        share of the fail boundary (as latency's); default 0.55 for
+        histogram_quantile (a stall of one pod must not fail a canary in one
+        window: a fail takes two), none for the other kinds.
     unit: the metric's unit, for reports ("us", "ms", "%").
     """
 
@@ -206,6 +210,7 @@ class PrometheusCheckConfig(_Gated):
     on_missing: Literal["skip", "fail"] = "skip"
     overdispersion: bool = True
     noise: float | None = Field(None, gt=0.0)
+    max_window_evidence: float | None = Field(None, gt=0.0, le=1.0)
     unit: str = Field("", max_length=16)
 
     @model_validator(mode="before")
@@ -231,6 +236,12 @@ class PrometheusCheckConfig(_Gated):
         if self.kind == "counter_ratio" and self.compare == "difference" and not (-1 < a < 1 and r <= 1):
             raise ValueError("alert: a difference of two rates lies in -1..1")
         return self
+
+    def window_cap(self) -> float | None:
+        """max_window_evidence with its default for the kind (None: no cap)."""
+        if self.max_window_evidence is not None:
+            return self.max_window_evidence
+        return 0.55 if self.kind == "histogram_quantile" else None
 
     def min_trials(self) -> float:
         """min_count with its default for the kind."""

@@ -44,7 +44,8 @@ The per-window likelihood ratio of each check:
   window closes; analyses.promchecks says each test): counters compared as
   two proportions (Gaussian on the difference or the log ratio, or exact
   Bernoulli on the canary's own rate), histogram quantiles as a log ratio
-  (bucketed, overdispersion-corrected as latency), gauges as a mean level
+  (bucketed, overdispersion-corrected and capped per window as latency),
+  gauges as a mean level
   with the larger of the within-window and the window-to-window variance.
   Their names are the configuration's; every rule above applies unchanged.
   They are production traffic, not Shadowgate's load: Shadowgate's own
@@ -380,6 +381,8 @@ class Gate:
         # window's log-likelihood ratio keeps both guarantees: E[exp(min(L, c))] <= E[exp(L)] <= 1
         # under H0, and E[exp(-max(L, -c))] <= 1 under H1.
         cap = fail_at * self.config.latency.max_window_evidence if name == "latency" else math.inf
+        if prom is not None and prom.window_cap() is not None:  # histograms: the same stalls, in production
+            cap = fail_at * prom.window_cap()
 
         def clip(v: float) -> float:
             return max(-cap, min(cap, v))

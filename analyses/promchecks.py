@@ -35,7 +35,9 @@ histogram_quantile: a quantile from cumulative bucket counts (Prometheus
     `histogram_quantile()` does, is off by up to 15 %). Its variance is the
     Woodruff/asymptotic one of a sample quantile on that line,
     slope^2 q (1 - q) / (n phi(z_q)^2), per version; the gate corrects it for
-    overdispersion across windows as it does for latency.
+    overdispersion across windows and caps what one window may add (a
+    stalled pod is one window's burst; a regression persists) as it does for
+    latency.
 gauge_ceiling: a level sampled over the window (GPU utilisation).
     H0: d <= alert, H1: d >= rollback, d the canary's mean level (`level`)
     or its difference from stable's (`difference`), in the gauge's units.

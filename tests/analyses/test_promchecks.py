@@ -220,8 +220,9 @@ def test_the_reason_says_the_quantile_is_bucketed():
     rng = np.random.default_rng(3)
     gate = _gate(_config(kind="histogram_quantile", alert=1.5, rollback=2.0, unit="us"))
     st = gate.new_state()
-    s, c = histogram(rng.lognormal(7.5, 0.5, 3000)), histogram(3 * rng.lognormal(7.5, 0.5, 3000))
-    gate.update(st, Window(prometheus={"c": PromCounts("histogram", s, c, TFS_BOUNDS)}))
+    for _ in range(2):  # one window may carry at most 0.55 of the fail boundary
+        s, c = histogram(rng.lognormal(7.5, 0.5, 3000)), histogram(3 * rng.lognormal(7.5, 0.5, 3000))
+        gate.update(st, Window(prometheus={"c": PromCounts("histogram", s, c, TFS_BOUNDS)}))
     v = gate.verdict(st)
     chk = v.check("c")
     assert v.outcome == "fail" and "P99 canary/stable (bucketed)" in chk.reason and chk.unit == "us"
@@ -344,3 +345,24 @@ def test_bad_prometheus_checks_name_the_field(check, message):
     with pytest.raises(ConfigError) as e:
         load_judge_config({"prometheus": check})
     assert message in str(e.value)
+
+
+def test_one_stalled_window_cannot_fail_a_histogram_check_but_a_persistent_regression_does():
+    """As for latency, one window carries at most 0.55 of the fail boundary: a pod stalled in one window
+    (canary P99 4x) leaves the check undecided; the same in the next window fails it."""
+    rng = np.random.default_rng(11)
+    gate = _gate(_config(kind="histogram_quantile", alert=1.5, rollback=2.0))
+    st = gate.new_state()
+
+    def window(scale):
+        s, c = rng.lognormal(7.5, 0.5, 3000), rng.lognormal(7.5, 0.5, 3000) * scale
+        return Window(prometheus={"c": PromCounts("histogram", histogram(s), histogram(c), TFS_BOUNDS)})
+    gate.update(st, window(4.0))
+    assert st.outcome == "continue"
+    assert st.checks["c"].mix[0] <= 0.55 * gate.boundaries("c")[0] + 1e-9
+    gate.update(st, window(4.0))
+    assert st.outcome == "fail" and st.decided_at == 2
+    uncapped = _gate(_config(kind="histogram_quantile", alert=1.5, rollback=2.0, max_window_evidence=1.0))
+    st = uncapped.new_state()
+    uncapped.update(st, window(4.0))
+    assert st.outcome == "fail"
