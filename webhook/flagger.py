@@ -242,9 +242,13 @@ def confirm_traffic_increase(call: Call):
 
 def confirm_promotion(call: Call):
     run = _open(call)
+    if run.status == "promoted":  # confirmed before: the frozen decision answers again
+        v = call.svc.sessions.stored_decision(run)
+        return _reply(call, run, 200 if v.outcome == "pass" else 412, v.reason, v)
     v = _decision(call, run)
     why = _measured(v)
     if v.outcome == "pass" and why is None:
+        call.svc.sessions.promote(run)
         return _reply(call, run, 200, v.reason, v)
     if v.outcome == "pass":
         return _reply(call, run, 412, f"promotion waits: {why}", v)

@@ -39,7 +39,7 @@ from analyses.window import Window
 from .codec import decode_window, encode_window
 from .config import Analysis, Settings
 from .metrics import Metrics
-from .store import FINAL_STATUSES, RunRecord, Store, StoredWindow
+from .store import FINAL_STATUSES, STOPPED_STATUSES, RunRecord, Store, StoredWindow
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,7 @@ class SessionManager:
         self._events = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeline")
         self._live_keys: dict[tuple, str] = {}
         self._closed = False
+        self._lag_task: concurrent.futures.Future | None = None
         self.loop_lag_s = 0.0  # how late the session loop runs (smoothed): Shadowgate's own load
         self.lag_high_at = 0.0  # when the loop last ran later than server.max_loop_lag_s (unix s)
         srv = settings.server
@@ -353,7 +354,7 @@ class SessionManager:
                 thread.start()
                 self._thread = thread  # only once it runs: /readyz reads it without the lock
                 ready.wait(5.0)
-                asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
+                self._lag_task = asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
             return self._loop
 
     async def _watch_lag(self, every_s: float = 0.2) -> None:
@@ -480,7 +481,7 @@ class SessionManager:
         with self._lock:
             # Hot path: a live session's run is known without asking the store.
             live = self._sessions.get(self._live_keys.get(key, ""))
-            if live is not None and not live.stopped and live.run.status not in FINAL_STATUSES:
+            if live is not None and not live.stopped and live.run.status not in STOPPED_STATUSES:
                 return live.run
             rec = self.store.find_run(caller, analysis, namespace, name, revision)
             if rec is not None and not (restart_final and rec.status in FINAL_STATUSES):
@@ -511,7 +512,7 @@ class SessionManager:
             s = self._sessions.get(run.id)
             if s is not None and not s.stopped:
                 return s
-            if not start or run.status in FINAL_STATUSES:
+            if not start or run.status in STOPPED_STATUSES:
                 return None
             analysis = self.settings.analyses[run.analysis]
             problem = self.capacity_problem(analysis)
@@ -592,6 +593,18 @@ class SessionManager:
         rates = self.target_rates()
         self.metrics.usage.labels("target_rate").set(max(rates.values(), default=0.0))
 
+    def promote(self, run: RunRecord) -> None:
+        """confirm-promotion passed: stop measuring and freeze the decision while the controller
+        finalises. The canary is scaled down before post-rollout arrives; windows measured then
+        would turn a promoted run into a failed one."""
+        s = self.live(run.id)
+        run.status = "promoted"
+        self.store.update_run(run.id, status="promoted")
+        if s is not None:
+            s.run.status = "promoted"
+            self.stop(s)
+        self.event(run.id, "decision", "promotion confirmed: load stopped, decision frozen until post-rollout")
+
     def active(self) -> list[Session]:
         with self._lock:
             return [s for s in self._sessions.values() if not s.stopped]
@@ -603,6 +616,8 @@ class SessionManager:
         self._closed = True
         if self._loop is not None:
             async def halt_all() -> None:
+                if self._lag_task is not None:
+                    self._lag_task.cancel()
                 sessions = self.active()
                 for s in sessions:
                     s._stop.set()

@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 # A run's life: running (load on) -> idle (controller silent, load off;
-# resumes on the next call) -> succeeded | failed (post-rollout said so).
-RUN_STATUSES = ("running", "idle", "succeeded", "failed")
+# resumes on the next call) -> promoted (confirm-promotion passed: load off,
+# decision frozen while the controller finalises) -> succeeded | failed
+# (post-rollout said so).
+RUN_STATUSES = ("running", "idle", "promoted", "succeeded", "failed")
 FINAL_STATUSES = ("succeeded", "failed")
+STOPPED_STATUSES = FINAL_STATUSES + ("promoted",)  # no session restarts for these
 
 
 @dataclass

@@ -237,3 +237,25 @@ def test_sessions_per_analysis_cap(make_app, config_dict):
     r = hook(c, "rollout", name="b2", analysis="digits")
     assert r.status_code == 429 and "max_sessions_per_analysis" in r.json["error"]
     assert hook(c, "rollout", name="b3", analysis="podinfo").status_code == 200  # another analysis may start
+
+
+def test_promotion_freezes_the_decision_while_flagger_finalises(make_app):
+    """The canary is scaled to zero before post-rollout: windows measured then must not flip a promoted run."""
+    app = make_app(spec=GOOD)
+    c = app.test_client()
+    hook(c, "confirm-rollout")
+    hook(c, "pre-rollout")
+    for _ in range(4):
+        close(app)
+    assert hook(c, "confirm-promotion").status_code == 200
+    deadline = time.time() + 5
+    m = app.factory.by_analysis["digits"]
+    while m.stopped == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    assert m.stopped == 1  # load stopped at promotion
+    m.spec = dict(canary_down=True)  # the canary goes away, as Kubernetes scales it down
+    assert hook(c, "rollout", phase="Promoting").status_code == 200
+    assert hook(c, "confirm-promotion", phase="Promoting").status_code == 200
+    assert m.started == 1  # no new session was started for the promoted run
+    r = hook(c, "post-rollout", phase="Succeeded")
+    assert r.status_code == 200 and r.json["status"] == "succeeded" and r.json["outcome"] == "pass"
