@@ -364,14 +364,14 @@ class MeshExporter:
 
 @pytest.fixture(scope="module")
 def canary_servers(demo_assets, tmp_path_factory):
-    """Two more stand-ins, one process per version as TF Serving runs: identical, and 150 ms slower."""
+    """Two more stand-ins, one process per version as TF Serving runs: identical, and 500 ms slower."""
     from tests.servers import start_modelserver
 
     with ThreadPoolExecutor(2) as pool:
         same = pool.submit(start_modelserver, tmp_path_factory.mktemp("same"), model_config=demo_assets.model_config,
                            name="same-modelserver")
         slow = pool.submit(start_modelserver, tmp_path_factory.mktemp("slow"), model_config=demo_assets.model_config,
-                           faults={"latency_s": 0.15}, name="slow-modelserver")
+                           faults={"latency_s": 0.5}, name="slow-modelserver")
         servers = {"same": same.result(), "slow": slow.result()}
     try:
         yield servers
@@ -436,9 +436,9 @@ def prom_service(demo_assets, modelserver, canary_servers, real_prometheus, tmp_
         return {"protocol": "tfserving-grpc", "address": server.grpc_target, "model": "digits", "version": 1,
                 "timeout_s": 2}
 
-    def analysis(canary, prometheus: dict, checks: dict, rate: float = 5):
+    def analysis(canary, prometheus: dict, checks: dict, rate: float = 5, stable=modelserver):
         return {
-            "stable": target(modelserver), "canary": target(canary), "golden": str(demo_assets.golden),
+            "stable": target(stable), "canary": target(canary), "golden": str(demo_assets.golden),
             "probe": {"rate": 2, "timeout_s": 2},
             "load": {"rate": rate, "max_rate": 200, "timeout_s": 2, "concurrency": 32},
             # Only the Prometheus checks are of interest here; the built-in ones still run beside them.
@@ -449,8 +449,8 @@ def prom_service(demo_assets, modelserver, canary_servers, real_prometheus, tmp_
 
     # TF Serving: one process per version, told apart by the scrape job. The machine is shared with
     # everything else the tests run, so the tolerance is wide: P99 up to 3x passes, from 6x fails
-    # (the slow canary's +150 ms on a few ms is far beyond). 40 requests/s per version: about 200
-    # per window, enough for a P99 from the buckets.
+    # (the slow canary's +500 ms is beyond even when the shared machine pushes stable's P99 to
+    # 80 ms). 40 requests/s per version: about 200 per window, enough for a P99 from the buckets.
     tfs = {"selectors": {"stable": 'job="stable"', "canary": 'job="{version}"'}}
     p99 = {"p99": {"preset": "tfserving-latency", "alert": 3.0, "rollback": 6.0, "min_count": 150}}
     mesh = {"e5xx": "istio-5xx", "gpu": {"preset": "dcgm-gpu-util", "alert": 90, "rollback": 95}}
@@ -461,11 +461,14 @@ def prom_service(demo_assets, modelserver, canary_servers, real_prometheus, tmp_
         "analyses": {
             "p99-same": analysis(canary_servers["same"], {**tfs, "versions": {"canary": "same"}}, p99, rate=40),
             "p99-slow": analysis(canary_servers["slow"], {**tfs, "versions": {"canary": "slow"}}, p99, rate=40),
-            "mesh-bad": analysis(modelserver, {"versions": {"stable": "v1", "canary": "v2"}, "selectors": gpu_sel},
-                                 mesh),
-            "mesh-ok": analysis(modelserver, {"versions": {"stable": "v1", "canary": "v3"},
-                                              "selectors": {**gpu_sel, "canary": 'pod=~"{name}-canary-ok-.*"'}},
-                                mesh),
+            # The mesh checks read the exporter; their own load goes to the identical server, so
+            # the stable process carries only the two P99 runs.
+            "mesh-bad": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v2"},
+                                                          "selectors": gpu_sel}, mesh, stable=canary_servers["same"]),
+            "mesh-ok": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v3"},
+                                                         "selectors": {**gpu_sel,
+                                                                       "canary": 'pod=~"{name}-canary-ok-.*"'}},
+                                mesh, stable=canary_servers["same"]),
         },
     }
     path = d / "analyses.yaml"
@@ -494,7 +497,7 @@ def _until_checks_decided(service, wanted: dict[str, tuple[str, ...]], limit_s: 
 
 @pytest.mark.slow
 def test_prometheus_checks_against_a_real_prometheus(prom_service):
-    """Under the service's own load, read back through Prometheus: a canary with 150 ms injected latency
+    """Under the service's own load, read back through Prometheus: a canary with 500 ms injected latency
     fails TF Serving's P99 check and an identical one passes; Istio-shaped counters with 2 % 5xx fail and
     0.1 % pass; a DCGM gauge at 97 % fails its 90/95 % ceiling and one at 70 % passes."""
     t = time.monotonic()
