@@ -278,7 +278,13 @@ class DriftConfig(_Strict):
 
 
 class Stage(_Strict):
-    """Thresholds from window `from_window` on (the seeds tighten them as weight grows)."""
+    """Thresholds from window `from_window` on (the seeds tighten them as weight grows).
+
+    Each window's evidence is weighed against the thresholds in force for it,
+    and it all adds up over the run (that is what keeps alpha and beta for the
+    run). So evidence that a canary is far better than a loose stage's `alert`
+    counts against failing it later: a tighter stage then needs more windows.
+    """
 
     from_window: int = Field(ge=1)
     accuracy: Thresholds | None = None

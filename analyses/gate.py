@@ -377,21 +377,19 @@ class Gate:
             ev.var = var
         # Latency: no single window may carry more than `max_window_evidence` of the fail boundary
         # (nor of its mirror on the pass side). A stall of one server process on a busy host makes one
-        # window look like a 3x regression; a regression persists, a stall does not. Clipping each
-        # window's log-likelihood ratio keeps both guarantees: E[exp(min(L, c))] <= E[exp(L)] <= 1
-        # under H0, and E[exp(-max(L, -c))] <= 1 under H1.
+        # window look like a 3x regression (or, on stable's side, like a faster canary); a regression
+        # persists, a stall does not. Each side is clipped only in the direction that keeps its
+        # guarantee exact: the fail side's ratios from above (E[exp(min(L, c))] <= E[exp(L)] <= 1
+        # under H0), the pass side's from below (E[exp(-max(L, -c))] <= E[exp(-L)] <= 1 under H1).
         cap = fail_at * self.config.latency.max_window_evidence if name == "latency" else math.inf
         if prom is not None and prom.window_cap() is not None:  # histograms: the same stalls, in production
             cap = fail_at * prom.window_cap()
-
-        def clip(v: float) -> float:
-            return max(-cap, min(cap, v))
-        inc = clip(lr(t1))
+        inc = max(lr(t1), -cap)
         for j, (off, _) in enumerate(MIXTURE):
             th = t1 + off * (t1 - t0)
             if bern and th >= 1.0:
                 th = 1.0 - 1e-9
-            cs.mix[j] += clip(lr(th))
+            cs.mix[j] += min(lr(th), cap)
         if ev.estimate is not None and ev.var:
             cs.info += 1.0 / ev.var
             cs.wsum += ev.estimate / ev.var

@@ -225,7 +225,7 @@ def test_state_size_stops_growing():
 
 def test_stages_apply_per_window():
     cfg = load_judge_config({"drift": {"enabled": False},
-                             "stages": [{"from_window": 1, "latency": {"alert": 3.0, "rollback": 4.0}},
+                             "stages": [{"from_window": 1, "latency": {"alert": 2.0, "rollback": 3.0}},
                                         {"from_window": 3, "latency": {"alert": 1.5, "rollback": 2.0}}]})
     rng = np.random.default_rng(8)
     ro = Rollout(rng, BASE.with_(latency_scale=2.5))
@@ -233,7 +233,7 @@ def test_stages_apply_per_window():
     st = gate.new_state()
     gate.update(st, ro.window()[0])
     gate.update(st, ro.window()[0])
-    assert st.outcome != "fail"  # 2.5x is tolerated while alert is 3x
+    assert st.outcome != "fail"  # 2.5x is between alert 2x and rollback 3x: no decision yet
     for _ in range(5):
         gate.update(st, ro.window()[0])
     assert st.outcome == "fail"
