@@ -1,9 +1,6 @@
-"""The judges Shadowgate is compared with, on the same simulated data.
+"""Kayenta's judge, which Shadowgate is compared with on the same simulated data
+(bench/gate_quality.py has the fixed-threshold one beside it).
 
-- Fixed threshold (Flagger-style): each metric's point value against its
-  threshold, no statistics: P99 ratio > max_ratio, error rate > max,
-  accuracy drop > max_drop, CTR ratio < min_ratio, any input column with
-  KS p < 0.05.
 - Kayenta (NetflixACAJudge): per metric, a Mann-Whitney test of the
   canary's per-minute series against the baseline's, the Hodges-Lehmann
   shift and its confidence interval at confidence 0.98; the metric is High
@@ -19,8 +16,6 @@ import functools
 
 import numpy as np
 
-from analyses import drift
-from analyses.window import Window
 
 
 @functools.lru_cache(maxsize=64)
@@ -87,27 +82,3 @@ KAYENTA_DIRECTIONS = {"latency_p99": "increase", "error_rate": "increase", "accu
 def kayenta_judge(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, bool]:
     """Per metric: True when Kayenta classifies it High/Low (a failure)."""
     return {k: kayenta_classify(s, c, KAYENTA_DIRECTIONS[k]) in ("High", "Low") for k, (s, c) in series.items()}
-
-
-def fixed_threshold_judge(window: Window, max_ratio: float = 1.5, max_error: float = 0.01,
-                          max_drop: float = 0.02, min_ctr_ratio: float = 0.85, ks_p: float = 0.05) -> dict[str, bool]:
-    """Per metric: True when the point value crosses its fixed threshold (Flagger-style)."""
-    out = {}
-    s, c = window.stable.latencies_s, window.canary.latencies_s
-    out["latency_p99"] = bool(s.size and c.size and np.quantile(c, 0.99) / np.quantile(s, 0.99) > max_ratio)
-    out["error_rate"] = bool(window.canary.requests and window.canary.errors / window.canary.requests > max_error)
-    pr = window.probes
-    out["accuracy"] = bool(len(pr) and np.mean(pr.stable_pred == pr.labels) - np.mean(pr.canary_pred == pr.labels)
-                           > max_drop)
-    if window.ctr is not None and window.ctr.stable_clicks > 0:
-        r = (window.ctr.canary_clicks / window.ctr.canary_impressions) / (
-            window.ctr.stable_clicks / window.ctr.stable_impressions)
-        out["ctr"] = bool(r < min_ctr_ratio)
-    else:
-        out["ctr"] = False
-    if pr.inputs is not None and window.reference_inputs is not None:
-        cols = drift.column_drift(window.reference_inputs, pr.inputs, "ks", ks_p, all_p=False)
-        out["input_drift"] = any(col.drifted for col in cols)
-    else:
-        out["input_drift"] = False
-    return out
