@@ -68,15 +68,25 @@ class ClickExporter:
         self.server.shutdown()
 
 
+PROMETHEUS_TARGETS: dict = {}
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     exporter = ClickExporter()
     d = tmp_path_factory.mktemp("prometheus")
     port = free_port()
+    (d / "shadowgate.json").write_text("[]")  # the service's address, written once it runs
+    PROMETHEUS_TARGETS["shadowgate"] = d / "shadowgate.json"
     (d / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "clicks", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+        "scrape_configs": [
+            {"job_name": "clicks", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]},
+            # As the chart's ServiceMonitor: the rollout's namespace and name labels are kept.
+            {"job_name": "shadowgate", "honor_labels": True,
+             "file_sd_configs": [{"files": [str(d / "shadowgate.json")], "refresh_interval": "1s"}]},
+        ],
     }))
     log = open(d / "prometheus.log", "wb")
     proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
@@ -294,3 +304,36 @@ def test_judge_command_exit_codes(config_path, tmp_path, capsys):
     assert judge.main(["--config", str(down), "--analysis", "good", "--duration", "1m", "--no-progress"]) == 1
     assert time.monotonic() - t0 < 15
     assert "canary" in capsys.readouterr().out
+
+
+def _prom_query(prometheus_url: str, query: str) -> list:
+    r = requests.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=5)
+    return r.json()["data"]["result"]
+
+
+def test_per_rollout_metrics_read_back_through_prometheus(service, prometheus):
+    """A real Prometheus scrapes the service: the run's series carry the rollout's namespace and name,
+    show its decision, and are gone after post-rollout (a new rollout cannot read them)."""
+    import json
+
+    host = service.url.split("//", 1)[1]
+    PROMETHEUS_TARGETS["shadowgate"].write_text(json.dumps([{"targets": [host]}]))
+    driver = _flagger(service, "worse", checksum="prom1", namespace="shop")
+    assert driver.call("confirm-rollout", phase="Initialized")[0]
+    ok, r = driver.call("pre-rollout")
+    assert not ok  # the golden set fails the worse canary at once
+    query = 'shadowgate_decision{namespace="shop",name="worse",analysis="worse"}'
+    deadline = time.monotonic() + 30
+    result = []
+    while time.monotonic() < deadline and not result:
+        result = _prom_query(prometheus, query)
+        time.sleep(0.5)
+    assert result and float(result[0]["value"][1]) == -1.0, result
+    assert _prom_query(prometheus, 'shadowgate_check_threshold{namespace="shop",name="worse",check="accuracy",'
+                                   'kind="rollback"}')
+    driver.call("post-rollout", phase="Failed")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and result:
+        time.sleep(0.5)
+        result = _prom_query(prometheus, query)
+    assert result == []  # stale once the run ended
