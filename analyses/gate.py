@@ -592,7 +592,8 @@ def _latency(w: Window, q: float, min_samples: int) -> Evidence:
                         n_stable=int(s.size), n_canary=int(c.size))
     se_s, se_c = stats._log_quantile_se(s, q), stats._log_quantile_se(c, q)
     if se_s is None or se_c is None:
-        return Evidence(False, f"too few requests for a P{100 * q:g} interval")
+        return Evidence(False, f"too few requests for a P{100 * q:g} interval "
+                               f"(at least {stats.min_samples_for_quantile(q)} per version)")
     qs, qc = stats.quantile(s, q), stats.quantile(c, q)
     est = math.log(max(qc, 1e-6)) - math.log(max(qs, 1e-6))
     var = max(se_s, _MIN_LOG_SE) ** 2 + max(se_c, _MIN_LOG_SE) ** 2

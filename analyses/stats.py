@@ -3,6 +3,8 @@
 - `quantile` and `_log_quantile_se`: a latency quantile and the standard
   error of its log (Maritz-Jarrett), the per-window evidence of the latency
   check (analyses.gate).
+- `min_samples_for_quantile`: how many samples a quantile needs before it
+  has any interval (563 for P99).
 - `clopper_pearson`: the exact interval shown for the canary's error rate.
 - `binomial_less`: the exact tail used by the prediction-agreement report.
 """
@@ -15,7 +17,7 @@ import math
 import numpy as np
 from scipy import special
 
-__all__ = ["binomial_less", "clopper_pearson", "quantile"]
+__all__ = ["binomial_less", "clopper_pearson", "min_samples_for_quantile", "quantile"]
 
 # Latencies below 1 microsecond are clock noise; clipping keeps log() finite.
 _MIN_LATENCY_S = 1e-6
@@ -55,6 +57,16 @@ def _log_quantile_se(x_sorted: np.ndarray, p: float, z: float = 1.96) -> float |
     var = float(np.dot(w, (x - c1) ** 2))
     # rounding leaves a tiny variance on constant data; that is zero
     return math.sqrt(var) if var > 1e-24 else 0.0
+
+
+def min_samples_for_quantile(p: float, z: float = 1.96) -> int:
+    """Smallest sample size for which the p-quantile gets an order-statistic interval."""
+    n = max(int(z * z * p / (1.0 - p)), 2)
+    while True:
+        half = z * math.sqrt(n * p * (1.0 - p))
+        if math.floor(n * p - half) >= 1 and math.ceil(n * p + half) + 1 <= n:
+            return n
+        n += 1
 
 
 @functools.lru_cache(maxsize=256)

@@ -49,3 +49,11 @@ def test_clopper_pearson_matches_scipy():
 def test_binomial_less_is_the_exact_lower_tail():
     assert stats.binomial_less(3, 20, 0.3) == pytest.approx(sps.binom.cdf(3, 20, 0.3))
     assert stats.binomial_less(20, 20, 0.3) == 1.0
+
+
+def test_min_samples_for_quantile_is_where_the_interval_starts_to_exist():
+    n = stats.min_samples_for_quantile(0.99)
+    assert n == 563
+    rng = np.random.default_rng(0)
+    assert stats._log_quantile_se(np.sort(rng.lognormal(size=n)), 0.99) is not None
+    assert stats._log_quantile_se(np.sort(rng.lognormal(size=n - 1)), 0.99) is None
