@@ -94,6 +94,8 @@ __all__ = ["CheckState", "Gate", "RunState", "WindowReport"]
 MIXTURE = ((0.0, 0.4), (1.0, 0.3), (2.0, 0.2), (4.0, 0.1))
 _MIN_LOG_SE = 0.01  # per-version floor of the log-quantile SE: clock granularity
 _SHRINK_WINDOWS = 4.0  # prior weight (in windows) of "no overdispersion" for latency
+_Z2_CAP = 9.0  # one window adds at most 3 standard errors squared to the overdispersion estimate
+_Z2_MEAN = 0.9939  # E[min(chi2_1, 9)]: what the capped sum averages per window without overdispersion
 
 _TESTS = {
     "accuracy": "paired SPRT on distinct golden rows (stable right - canary right)",
@@ -128,6 +130,8 @@ class CheckState:
     wsum: float = 0.0
     # overdispersion of per-window estimates (latency)
     m: int = 0
+    zs: float = 0.0  # sum of capped squared standardized distances (latency overdispersion)
+    zm: int = 0
     s1: float = 0.0
     s2: float = 0.0
     sv: float = 0.0
@@ -362,6 +366,10 @@ class Gate:
             if name == "latency" or (prom is not None and prom.kind != "gauge_ceiling"):
                 if name == "latency" or prom.overdispersion:
                     var *= _overdispersion(cs)
+                if cs.info > 0:  # how far this window is from the run so far, in its own standard errors
+                    z2 = (ev.estimate - cs.wsum / cs.info) ** 2 / (ev.var + 1.0 / cs.info)
+                    cs.zs += min(z2, _Z2_CAP)
+                    cs.zm += 1
                 cs.m += 1
                 cs.s1 += ev.estimate
                 cs.s2 += ev.estimate * ev.estimate
@@ -378,18 +386,25 @@ class Gate:
         # Latency: no single window may carry more than `max_window_evidence` of the fail boundary
         # (nor of its mirror on the pass side). A stall of one server process on a busy host makes one
         # window look like a 3x regression (or, on stable's side, like a faster canary); a regression
-        # persists, a stall does not. Each side is clipped only in the direction that keeps its
-        # guarantee exact: the fail side's ratios from above (E[exp(min(L, c))] <= E[exp(L)] <= 1
-        # under H0), the pass side's from below (E[exp(-max(L, -c))] <= E[exp(-L)] <= 1 under H1).
+        # persists, a stall does not. Each statistic is clipped at `cap` in the direction that would
+        # decide it, which keeps its guarantee exact (the fail side's ratios from above:
+        # E[exp(min(L, c))] <= E[exp(L)] <= 1 under H0; the pass side's from below), and at a loose
+        # 2 * fail_at in the other direction, so one window cannot bury the statistic out of reach
+        # either. That second clip adds at most e^-loose to the expectation; subtracting
+        # log(1 + e^-loose) from every increment (2e-6 at alpha 0.2 %) keeps it at 1, exactly.
         cap = fail_at * self.config.latency.max_window_evidence if name == "latency" else math.inf
         if prom is not None and prom.window_cap() is not None:  # histograms: the same stalls, in production
             cap = fail_at * prom.window_cap()
-        inc = max(lr(t1), -cap)
+        if cap >= fail_at:  # 1.0: one window may decide alone; no clipping at all
+            cap = math.inf
+        loose = 2.0 * fail_at if math.isfinite(cap) else math.inf
+        corr = math.log1p(math.exp(-loose)) if math.isfinite(loose) else 0.0
+        inc = min(max(lr(t1), -cap), loose) + corr
         for j, (off, _) in enumerate(MIXTURE):
             th = t1 + off * (t1 - t0)
             if bern and th >= 1.0:
                 th = 1.0 - 1e-9
-            cs.mix[j] += min(lr(th), cap)
+            cs.mix[j] += max(min(lr(th), cap), -loose) - corr
         if ev.estimate is not None and ev.var:
             cs.info += 1.0 / ev.var
             cs.wsum += ev.estimate / ev.var
@@ -610,16 +625,17 @@ def _log_mixture(sums: list[float]) -> float:
 def _overdispersion(cs: CheckState) -> float:
     """How much more per-window estimates spread than their variances say (>= 1), shrunk to 1.
 
-    Sample variance of the run's per-window estimates over their mean
-    variance: 1 for independent samples, more when bursts hit one version's
-    tail and not the other's. Shrunk towards 1 with a prior of a few
-    windows, so a single window cannot make it large or small.
+    The mean squared standardized distance of each window's estimate from
+    the run's estimate before it: 1 for independent samples, more when
+    bursts hit one version's tail and not the other's. Each window's share
+    is capped at 9 (3 standard errors), so one stalled window cannot make
+    every later window count for nothing; shrunk towards 1 with a prior of
+    a few windows, so a single window cannot make it large or small either.
     """
-    if cs.m < 2 or cs.sv <= 0:
+    if cs.zm < 1:
         return 1.0
-    spread = (cs.s2 - cs.s1 * cs.s1 / cs.m) / (cs.m - 1)
-    phi = spread / (cs.sv / cs.m)
-    return max(1.0, ((cs.m - 1) * phi + _SHRINK_WINDOWS) / (cs.m - 1 + _SHRINK_WINDOWS))
+    phi = cs.zs / cs.zm / _Z2_MEAN
+    return max(1.0, (cs.zm * phi + _SHRINK_WINDOWS) / (cs.zm + _SHRINK_WINDOWS))
 
 
 def _row_keys(pr) -> np.ndarray:

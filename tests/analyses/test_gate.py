@@ -295,3 +295,17 @@ def test_one_stalled_window_of_one_server_cannot_fail_identical_versions():
     gate.update(st2, burst)
     gate.update(st2, burst)
     assert st2.outcome == "fail"
+
+
+def test_one_wild_window_cannot_freeze_the_decision_either():
+    """A 30x first window (a cold canary process): no fail, and the run still passes a few windows later."""
+    gate = Gate(CFG, golden_rows=100, active=["latency"])
+    st = gate.new_state()
+    cold = _window(rng=np.random.default_rng(7))
+    cold.canary.latencies_s = cold.canary.latencies_s * 30
+    gate.update(st, cold)
+    for k in range(10):
+        gate.update(st, _window(rng=np.random.default_rng(20 + k)))
+        if st.outcome == "pass":
+            break
+    assert st.outcome == "pass" and st.decided_at <= 8, gate.verdict(st).reason
