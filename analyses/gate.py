@@ -525,7 +525,10 @@ class Gate:
             r.verdict = "continue"
         else:
             r.verdict = "nodata"
-        r.reason = _reason(name, r, cs, self._fmt, promchecks.what(prom) if prom else None)
+        what = promchecks.what(prom) if prom else None
+        if name == "latency":
+            what = f"P{100 * self.config.latency.quantile:g} canary/stable"
+        r.reason = _reason(name, r, cs, self._fmt, what)
         return r
 
     def _natural(self, name: str, v: float | None) -> float | None:
