@@ -34,8 +34,11 @@ class Service:
     metrics: Metrics
     sessions: SessionManager
     pruner: Any = None  # retention.Pruner: prunes and compacts the store in the background
+    datasets: Any = None  # datasets.DataSetWatcher: re-reads golden and reference sets that change
 
     def close(self) -> None:
+        if self.datasets is not None:
+            self.datasets.stop()
         if self.pruner is not None:
             self.pruner.stop()
         self.sessions.shutdown()
@@ -81,6 +84,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     svc.pruner = Pruner(store, metrics.registry, retention_days=srv.retention_days,
                         compact_after_days=srv.compact_after_days, interval_s=srv.prune_interval_s)
     svc.pruner.start()
+    from .datasets import DataSetWatcher
+
+    # Owned by the service and stopped with it (only sets with `reload_s` are watched).
+    svc.datasets = DataSetWatcher(settings).start()
 
     errors.register(app)
     app.register_blueprint(flagger.bp)

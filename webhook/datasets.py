@@ -26,9 +26,8 @@ ETag, size or mtime from fsspec's `info`) and, when it changed, reads and
 verifies the set again and swaps it into the running `Analysis`. Runs that
 are already measuring keep the set they started with; the next run uses the
 new one. A new set that cannot be read or fails its sha256 is refused and
-the old one stays, with the error logged. The watcher starts by itself for
-the app `webhook.app.create_app` builds (on the app's first request context,
-see `_autostart`), or explicitly with `start_watching(settings)`.
+the old one stays, with the error logged. `webhook.app.create_app` starts
+one watcher for its service and `Service.close()` stops it.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ import io
 import logging
 import os
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,42 +267,3 @@ class DataSetWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-_watchers: dict[int, DataSetWatcher] = {}  # id(settings) -> its watcher, while settings lives
-_lock = threading.Lock()
-
-
-def _forget(key: int) -> None:
-    with _lock:
-        watcher = _watchers.pop(key, None)
-    if watcher is not None:
-        watcher._stop.set()
-
-
-def start_watching(settings: Any) -> DataSetWatcher:
-    """The (one) running watcher for `settings`; starts it on the first call, stops when settings go."""
-    key = id(settings)
-    with _lock:
-        watcher = _watchers.get(key)
-        if watcher is None:
-            watcher = DataSetWatcher(settings).start()
-            _watchers[key] = watcher
-            weakref.finalize(settings, _forget, key)
-        return watcher
-
-
-def _autostart(app, **_extra) -> None:
-    """Flask's appcontext_pushed: start watching the service's data sets in the process serving it."""
-    svc = getattr(app, "extensions", {}).get("shadowgate")
-    settings = getattr(svc, "settings", None)
-    if settings is not None and hasattr(settings, "analyses"):
-        start_watching(settings)
-
-
-try:  # connect once, at import (webhook.config imports this module to load the sets)
-    from flask import appcontext_pushed
-
-    appcontext_pushed.connect(_autostart, weak=False)
-except ImportError:  # pragma: no cover - flask is in the runtime
-    pass

@@ -155,20 +155,25 @@ def test_a_pinned_set_that_changes_to_other_content_is_refused(tmp_path):
 
 
 def test_the_watcher_starts_with_the_app_and_swaps_in_the_background(tmp_path):
-    from flask import Flask
+    from prometheus_client import CollectorRegistry
+
+    from webhook.app import create_app
 
     _npz(tmp_path / "g.npz", 20)
-    s = load_settings(_config({"path": "g.npz", "reload_s": 0.1}), tmp_path)
-    app = Flask("t")
-    app.extensions["shadowgate"] = SimpleNamespace(settings=s)
-    with app.app_context():
-        pass
-    watcher = datasets.start_watching(s)
-    assert watcher._thread is not None and watcher._thread.is_alive()
-    time.sleep(0.02)
-    _npz(tmp_path / "g.npz", 44, seed=5)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and s.analyses["d"].golden_inputs.shape[0] != 44:
-        time.sleep(0.05)
-    assert s.analyses["d"].golden_inputs.shape == (44, 8)
-    watcher.stop()
+    cfg = _config({"path": "g.npz", "reload_s": 0.1})
+    cfg.setdefault("server", {})["store"] = str(tmp_path / "runs.db")
+    s = load_settings(cfg, tmp_path)
+    app = create_app(s, registry=CollectorRegistry())
+    svc = app.extensions["shadowgate"]
+    try:
+        watcher = svc.datasets
+        assert watcher._thread is not None and watcher._thread.is_alive()
+        time.sleep(0.02)
+        _npz(tmp_path / "g.npz", 44, seed=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and s.analyses["d"].golden_inputs.shape[0] != 44:
+            time.sleep(0.05)
+        assert s.analyses["d"].golden_inputs.shape == (44, 8)
+    finally:
+        svc.close()
+    assert not watcher._thread.is_alive()  # stopped with the service
