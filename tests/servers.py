@@ -19,6 +19,7 @@ end of the log). Fault fields: see modelserver/faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -51,3 +52,51 @@ def start_modelserver(tmp_path_or_dir: str | Path, model_config: str | Path | No
     args += [str(a) for a in extra_args]
     return start_process(args, log_dir=tmp_path_or_dir, name=name,
                          ready_timeout_s=ready_timeout_s)
+
+
+@contextlib.contextmanager
+def running_prometheus(work_dir: Path, scrape_configs: list[dict], scrape_interval: str = "1s",
+                       ready_timeout_s: float = 30.0):
+    """A real Prometheus (Debian `prometheus`) on 127.0.0.1 with these scrape jobs; yields its URL.
+
+    Waits until /-/ready answers; stops the process (and waits for it) on exit.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    import requests
+    import yaml
+
+    from tests.webhook.service import free_port
+
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    port = free_port()
+    (work_dir / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": scrape_configs,
+    }))
+    log = open(work_dir / "prometheus.log", "wb")
+    proc = subprocess.Popen([binary, f"--config.file={work_dir / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={work_dir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError((work_dir / "prometheus.log").read_text()[-2000:])
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -12,8 +12,6 @@ model with 150 ms of injected latency. Analyses:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 
@@ -21,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.servers import start_modelserver
+from tests.servers import running_prometheus, start_modelserver
 from tests.webhook.drivers import FlaggerDriver, argo_measure
 from tests.webhook.service import free_port, start_service
 
@@ -73,43 +71,20 @@ PROMETHEUS_TARGETS: dict = {}
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     exporter = ClickExporter()
     d = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
     (d / "shadowgate.json").write_text("[]")  # the service's address, written once it runs
     PROMETHEUS_TARGETS["shadowgate"] = d / "shadowgate.json"
-    (d / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "clicks", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]},
-            # As the chart's ServiceMonitor: the rollout's namespace and name labels are kept.
-            {"job_name": "shadowgate", "honor_labels": True,
-             "file_sd_configs": [{"files": [str(d / "shadowgate.json")], "refresh_interval": "1s"}]},
-        ],
-    }))
-    log = open(d / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    jobs = [
+        {"job_name": "clicks", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]},
+        # As the chart's ServiceMonitor: the rollout's namespace and name labels are kept.
+        {"job_name": "shadowgate", "honor_labels": True,
+         "file_sd_configs": [{"files": [str(d / "shadowgate.json")], "refresh_interval": "1s"}]},
+    ]
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError((d / "prometheus.log").read_text()[-2000:])
-        yield url
+        with running_prometheus(d, jobs) as url:
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         exporter.stop()
 
 

@@ -10,9 +10,7 @@ DCGM-shaped GPU gauge.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ from webhook.config import ConfigError, load_settings
 from webhook.promchecks import PRESETS, PromChecksSource, buckets, render, samples, scalar, source_for
 from tests.webhook.conftest import base_config
 from tests.webhook.scripted import GOOD
+from tests.servers import running_prometheus
 from tests.webhook.service import free_port, start_service
 
 ARGO = "/argo/v1/analyses/digits?rollout=podinfo&revision=5f8c9d&namespace=prod"
@@ -384,44 +383,19 @@ def canary_servers(demo_assets, tmp_path_factory):
 def real_prometheus(modelserver, canary_servers, tmp_path_factory):
     """Prometheus 2 on 127.0.0.1 scraping every second: the three TF Servings (jobs stable, same, slow) and
     the mesh exporter."""
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     exporter = MeshExporter()
     d = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
 
     def tfs(job, server):
         return {"job_name": job, "metrics_path": "/monitoring/prometheus/metrics",
                 "static_configs": [{"targets": [server.rest_url.removeprefix("http://")]}]}
 
-    (d / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [tfs("stable", modelserver), tfs("same", canary_servers["same"]),
-                           tfs("slow", canary_servers["slow"]),
-                           {"job_name": "mesh", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
-    }))
-    log = open(d / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    jobs = [tfs("stable", modelserver), tfs("same", canary_servers["same"]), tfs("slow", canary_servers["slow"]),
+            {"job_name": "mesh", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}]
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError((d / "prometheus.log").read_text()[-2000:])
-        yield url
+        with running_prometheus(d, jobs) as url:
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         exporter.stop()
 
 
