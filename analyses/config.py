@@ -85,9 +85,23 @@ class Thresholds(_Strict):
 
 
 class _Gated(Thresholds):
+    """Fields every gated check has.
+
+    on_insufficient: what a check that cannot get the evidence to decide
+        does to the run (every golden row seen without a decision, windows
+        too small for the statistic): "wait" (the default: the run cannot
+        pass, Flagger's confirm-promotion holds, Argo reads Inconclusive,
+        and every answer says what would let it decide) or "fail".
+    max_overdispersion: the most one window's estimate may spread beyond
+        its nominal variance (requests inside a window are not
+        independent); None: no bound, so no single window can decide.
+    """
+
     enabled: bool = True
     critical: bool = True
     alpha_weight: float = Field(1.0, gt=0.0, description="share of alpha, relative to the other gated checks")
+    on_insufficient: Literal["wait", "fail"] = "wait"
+    max_overdispersion: float | None = Field(None, ge=1.0)
 
 
 class AccuracyConfig(_Gated):
@@ -114,10 +128,9 @@ class LatencyConfig(_Gated):
         beyond the deadline, so errors cannot hide the tail.
     min_samples: fewer requests per version in a window leave it out of the
         latency evidence (P99 needs about 563 for any interval).
-    max_window_evidence: the most one window may add to the evidence, as a
-        share of the fail boundary (0.55: a fail needs two windows, so a
-        stall of one server process in one window cannot fail a canary;
-        1.0 lets one window decide).
+    max_window_evidence: accepted for configurations of 0.2 and ignored:
+        the spread across windows is now part of the test (analyses.sequential),
+        so no single window can fail latency however wild it is.
     """
 
     quantile: float = Field(0.99, gt=0.5, lt=1.0)
@@ -135,10 +148,16 @@ class LatencyConfig(_Gated):
 
 
 class ErrorRateConfig(_Gated):
-    """The canary's own error rate (absolute, 0..1) over load and probe requests."""
+    """The canary's own error rate (absolute, 0..1) over load and probe requests.
+
+    max_overdispersion 100: errors may come in bursts of up to about a
+    hundred requests on average; a canary failing every request still
+    fails in its first window.
+    """
 
     alert: float = Field(0.005, gt=0.0, lt=1.0)
     rollback: float = Field(0.01, gt=0.0, lt=1.0)
+    max_overdispersion: float | None = Field(100.0, ge=1.0)
 
 
 class ErrorIncreaseConfig(_Gated):
@@ -146,6 +165,7 @@ class ErrorIncreaseConfig(_Gated):
 
     alert: float = Field(0.005, ge=0.0, lt=1.0)
     rollback: float = Field(0.01, gt=0.0, lt=1.0)
+    max_overdispersion: float | None = Field(100.0, ge=1.0)
 
 
 class CtrConfig(_Gated):
@@ -196,10 +216,9 @@ class PrometheusCheckConfig(_Gated):
     noise: gauges, the window-to-window standard deviation assumed until
         the run's own windows show it (gauge units; default (rollback -
         alert) / 2).
-    max_window_evidence: the most one window may add to the evidence, as a
-        share of the fail boundary (as latency's); default 0.55 for
-        histogram_quantile (a stall of one pod must not fail a canary in one
-        window: a fail takes two), none for the other kinds.
+    max_window_evidence: accepted for configurations of 0.2 and ignored
+        (as latency's: no single window can decide unless
+        max_overdispersion bounds the spread).
     unit: the metric's unit, for reports ("us", "ms", "%").
     """
 
@@ -236,12 +255,6 @@ class PrometheusCheckConfig(_Gated):
         if self.kind == "counter_ratio" and self.compare == "difference" and not (-1 < a < 1 and r <= 1):
             raise ValueError("alert: a difference of two rates lies in -1..1")
         return self
-
-    def window_cap(self) -> float | None:
-        """max_window_evidence with its default for the kind (None: no cap)."""
-        if self.max_window_evidence is not None:
-            return self.max_window_evidence
-        return 0.55 if self.kind == "histogram_quantile" else None
 
     def min_trials(self) -> float:
         """min_count with its default for the kind."""

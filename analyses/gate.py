@@ -6,68 +6,72 @@ than stable; scales in analyses.config):
     H0: d <= alert      (a tolerated canary: must pass)
     H1: d >= rollback   (a canary that must be stopped)
 
-After every window the check adds that window's log-likelihood ratio of
-"d = rollback" against "d = alert" to a running sum L (Wald's sequential
-probability ratio test with an indifference zone between the thresholds):
+Each check keeps two anytime-valid e-values, one per side, updated once per
+window (analyses.sequential says how and proves them):
 
-- L >= log(1/alpha_k): the check fails, and with it the run (for good).
-- L <= log(beta): the check passes.
-- otherwise: continue (not enough evidence yet).
+- fail side, an e-value against "d <= alert": when it reaches 1/alpha_k the
+  check fails, and with it the run (for good);
+- pass side, an e-value against "d >= rollback": when it reaches 1/beta the
+  check passes *for the stage in force*.
 
-Why the guarantees hold, for any number of looks and whenever the caller
-stops: exp(L) is a nonnegative martingale under d = alert, and a
-supermartingale for every d < alert (the likelihood ratio is monotone in d),
-so by Ville's inequality P(sup exp(L) >= 1/alpha_k) <= alpha_k. Likewise
-exp(-L) under d >= rollback gives P(ever L <= log beta) <= beta. No
-approximation of Wald's boundaries is involved: these are the exact
-(conservative) forms. The run fails if any critical check fails, so its
-false-fail rate is at most the sum of the checks' alpha_k = alpha (the split
-follows `alpha_weight`, over the checks that can have data). It passes only
-when every critical check passed, so a canary at `rollback` on one check
-passes with probability at most beta. Stages (thresholds per window) keep
-this: each window's factor uses the hypotheses in force for that window.
+Why the promises hold, for any number of looks and whenever the caller
+stops (Ville's inequality on nonnegative supermartingales):
 
-The per-window likelihood ratio of each check:
+- P(the run ever fails) <= alpha when every check's true difference is at
+  or better than `alert` in every window: the run fails only when some
+  check's fail side crosses, and the checks' alpha_k sum to alpha (split by
+  `alpha_weight` over the checks that can have data).
+- P(the run passes in a stage) <= beta when one critical check is at or
+  beyond `rollback` during that stage: a pass needs every critical check's
+  pass side to cross on that stage's windows alone (each stage starts the
+  pass side from nothing), and that check's crosses with probability at
+  most beta. Accuracy is the exception that proves the rule: its evidence
+  (fixed golden rows, deterministic answers) does not depend on the stage,
+  so a stage that changes its thresholds re-tests the same sums.
+- A regression that starts mid-run is caught: the fail side is a mixture
+  over change points (every recent window is a possible start), so good
+  windows before a change do not bury the windows after it.
+- Once a caller has been told to promote, or the run failed, the decision
+  is final (`mark_final`); before that, a pass can become a fail, and the
+  state's `changes` keep the history for the timeline and the report.
+- No pass without the evidence for it: a check that cannot get evidence
+  (every golden row seen without a decision, windows too small for the
+  quantile three times in a row) is *insufficient*: the run cannot pass,
+  and each answer says what would let it decide; `on_insufficient: fail`
+  fails it instead.
 
-- errors (the canary's own rate over load and probe requests): exact
-  Bernoulli likelihood ratio, k log(p1/p0) + (n-k) log((1-p1)/(1-p0)).
-- latency (log of the canary/stable quantile ratio), errors_increase
-  (canary rate minus stable's) and CTR (minus the log of the CTR ratio):
-  Gaussian, est ~ N(d, v), with v the window's variance (Maritz-Jarrett for
-  quantiles, binomial for rates). Each window is one observation, so bursts
-  and correlation inside a window only matter through v; for latency v is
-  multiplied by the overdispersion the run's own windows show (the spread
-  of per-window estimates beyond what v predicts, shrunk towards 1), which
-  is what keeps identical versions on two busy servers from failing.
+What each check's test needs (the assumption behind its guarantee):
+
+- latency (log of the canary/stable quantile ratio), errors (the canary's
+  rate over load and probes), errors_increase (canary rate minus
+  stable's), CTR (log CTR ratio) and Prometheus checks: windows are the
+  unit. Each window's estimate is taken as normal around d with a spread
+  that is its nominal variance (Maritz-Jarrett, binomial) times an unknown
+  factor phi: requests inside a window may be as dependent as they like
+  (pods of different speed, stalls, autocorrelation, error bursts), since
+  that only changes phi, which the test never assumes (it is part of the
+  null hypothesis; analyses.sequential). Windows must be independent of
+  each other given the past. For error rates phi is bounded by
+  `max_overdispersion` (default 100: errors come in clusters of at most
+  about a hundred requests on average), which lets a canary that fails
+  every request fail at once; for latency it is unbounded, so no single
+  window, however wild, can fail a run (it takes two).
   Failed and timed-out requests count as latency at the deadline.
-- Prometheus checks (production metrics of both versions, fetched when a
-  window closes; analyses.promchecks says each test): counters compared as
-  two proportions (Gaussian on the difference or the log ratio, or exact
-  Bernoulli on the canary's own rate), histogram quantiles as a log ratio
-  (bucketed, overdispersion-corrected and capped per window as latency),
-  gauges as a mean level
-  with the larger of the within-window and the window-to-window variance.
-  Their names are the configuration's; every rule above applies unchanged.
-  They are production traffic, not Shadowgate's load: Shadowgate's own
-  overload does not discount them; a window without a fetch (the golden
-  burst) gives no evidence; missing data follows the check's `on_missing`.
-- accuracy: paired per golden row, x = stable right - canary right, with
-  mean d; each golden row counts once (a deterministic model repeats its
-  answer), so the evidence is bounded by the golden set. Gaussian LR with
-  variance max(estimated, rollback (1 - rollback)), never below what H1
-  implies. As the maximum information is known, the sequential part runs at
-  (alpha_k/2, beta/2) and, when every row was seen without a decision, a
-  fixed-sample z test at alpha_k/2 decides: the union still holds alpha_k,
-  and beta when the set can separate the thresholds (analyses.plan says
-  whether it can; the verdict warns when it cannot).
+- accuracy: paired per distinct golden row, x = stable right - canary
+  right, with mean d; rows are the independent units (a deterministic
+  model repeats its answer, so each row counts once and the evidence is
+  bounded by the golden set). Gaussian SPRT with variance max(estimated,
+  rollback (1 - rollback)), at (alpha_k/2, beta/2) while rows arrive; when
+  every row was seen, fixed-sample z tests at the other halves decide,
+  or the set is too small to (insufficient: never a pass).
 
 Windows that cannot be compared give no evidence: stable down (it fails
 more than `stable_max_error_ratio`: the canary is not blamed), Shadowgate
 itself overloaded (more than `max_late_ratio` of sends late: no latency or
 error evidence for either version), the golden burst (probes only: never
-latency evidence). Cost per look: constant (sufficient statistics updated
-once per window; nothing is kept from earlier windows but sums and the set
-of golden rows seen).
+latency evidence). Cost per look: constant (running sums and a bounded
+set of change points; nothing else is kept from earlier windows but the
+set of golden rows seen).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from scipy import special
 from . import promchecks, stats
 from .config import JudgeConfig
 from .results import CheckResult, Verdict, phase_of
+from .sequential import WindowTest
 from .window import VersionTraffic, Window
 
 __all__ = ["CheckState", "Gate", "RunState", "WindowReport"]
@@ -93,16 +98,15 @@ __all__ = ["CheckState", "Gate", "RunState", "WindowReport"]
 # rollback would let it. The pass side keeps the simple ratio at rollback.
 MIXTURE = ((0.0, 0.4), (1.0, 0.3), (2.0, 0.2), (4.0, 0.1))
 _MIN_LOG_SE = 0.01  # per-version floor of the log-quantile SE: clock granularity
-_SHRINK_WINDOWS = 4.0  # prior weight (in windows) of "no overdispersion" for latency
-_Z2_CAP = 9.0  # one window adds at most 3 standard errors squared to the overdispersion estimate
-_Z2_MEAN = 0.9939  # E[min(chi2_1, 9)]: what the capped sum averages per window without overdispersion
+CHANGE_HORIZON = 60  # windows over which a change point's prior weight is spread (no max_windows)
+SHORT_WINDOWS = 3  # this many windows in a row too small for a check: it cannot decide (said in answers)
 
 _TESTS = {
     "accuracy": "paired SPRT on distinct golden rows (stable right - canary right)",
-    "latency": "SPRT on the log quantile ratio per window (Maritz-Jarrett variance, overdispersion-corrected)",
-    "errors": "Bernoulli SPRT on the canary's failed requests",
-    "errors_increase": "SPRT on the canary's error rate minus stable's (binomial variance)",
-    "ctr": "SPRT on the log CTR ratio per window (binomial variance)",
+    "latency": "window e-test on the log quantile ratio (Maritz-Jarrett variance times an unknown spread)",
+    "errors": "window e-test on the canary's error rate (binomial variance times an unknown spread)",
+    "errors_increase": "window e-test on the canary's error rate minus stable's (spread unknown)",
+    "ctr": "window e-test on the log CTR ratio (binomial variance times an unknown spread)",
 }
 _UNITS = {"accuracy": "ratio", "latency": "s", "errors": "ratio", "errors_increase": "ratio", "ctr": "ratio"}
 
@@ -111,35 +115,34 @@ def _norm_isf(p: float) -> float:
     return float(-special.ndtri(p))
 
 
+def _t_isf(p: float, df: int) -> float:
+    return float(-special.stdtrit(df, p))
+
+
 # ------------------------------------------------------------------ state
 
 
 @dataclass
 class CheckState:
-    """Sufficient statistics of one check over a run (no per-window history)."""
+    """What one check knows about a run: running sums only (no per-window history)."""
 
     name: str
-    llr: float = 0.0
-    mix: list[float] = field(default_factory=lambda: [0.0] * len(MIXTURE))
+    llr: float = 0.0  # minus the pass side's log e-value (passes at log beta); accuracy: its SPRT sum
+    mix: list[float] = field(default_factory=lambda: [0.0] * len(MIXTURE))  # accuracy's fail-side mixture
+    test: dict[str, Any] | None = None  # analyses.sequential.WindowTest of the window-based checks
     windows: int = 0
     failed_at: int | None = None
-    passed_at: int | None = None
+    passed_at: int | None = None  # in the current stage; cleared when a stage starts
+    passed_before: int | None = None  # window of a pass in an earlier stage (history, not a pass now)
     forced: str | None = None  # a failure without a test (CTR missing with on_missing: fail)
-    # inverse-variance pool of the estimates (display: the run's estimate and interval)
-    info: float = 0.0
-    wsum: float = 0.0
-    # overdispersion of per-window estimates (latency)
-    m: int = 0
-    zs: float = 0.0  # sum of capped squared standardized distances (latency overdispersion)
-    zm: int = 0
-    s1: float = 0.0
-    s2: float = 0.0
-    sv: float = 0.0
+    insufficient: str | None = None  # why the check cannot decide with the data it can get
+    short: int = 0  # consecutive windows too small to measure (too few requests for the quantile)
     # counts (errors: canary; accuracy: rows, sum of x, discordant rows)
     k: int = 0
     n: int = 0
     acc_sum: int = 0
     acc_disc: int = 0
+    acc_thresholds: list[float] | None = None  # the (alert, rollback) accuracy's sums were tested at
     rows_seen: list[int] = field(default_factory=list)
     n_stable: int = 0
     n_canary: int = 0
@@ -152,12 +155,22 @@ class CheckState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CheckState":
-        return cls(**d)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})  # states of older versions: extra sums dropped
+
+    def window_test(self) -> WindowTest:
+        return WindowTest.from_dict(self.test) if self.test else WindowTest()
 
 
 @dataclass
 class RunState:
-    """Everything the gate knows about a run: small, stored after every window."""
+    """Everything the gate knows about a run: small, stored after every window.
+
+    stage: the stage in force (config stages and stages the caller started);
+    stage_from: its first window. final: a caller was told to promote (or
+    the run failed): the decision no longer changes. changes: the run's
+    decisions as they changed (a pass that later failed shows here), bounded.
+    """
 
     windows: int = 0
     counted: int = 0
@@ -166,6 +179,14 @@ class RunState:
     health: str | None = None
     checks: dict[str, CheckState] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)  # newest window's drift report
+    stage: int = 0
+    stage_from: int = 1
+    config_stage: int = 0
+    caller_stage: int = 0
+    caller_stage_label: str | None = None
+    pending_stage: str | None = None  # a stage the caller started, in force from the next window
+    final: bool = False
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -176,7 +197,11 @@ class RunState:
     def from_dict(cls, d: dict[str, Any]) -> "RunState":
         d = dict(d)
         d["checks"] = {k: CheckState.from_dict(v) for k, v in d.get("checks", {}).items()}
-        return cls(**d)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+MAX_CHANGES = 40
 
 
 @dataclass
@@ -195,6 +220,7 @@ class Evidence:
     n_canary: int = 0
     rows: tuple[int, int, int] | None = None  # accuracy: new rows, sum x, discordant
     missing: bool = False  # no data (Prometheus down, empty, too few counts): on_missing applies
+    short: bool = False  # too few requests for the check's statistic (a window too small)
 
 
 @dataclass
@@ -232,32 +258,78 @@ class Gate:
     # ------------------------------------------------------------ boundaries
 
     def boundaries(self, name: str) -> tuple[float, float]:
-        """(fail_at, pass_at) of check `name` on its log-likelihood ratio."""
+        """(fail_at, pass_at): the check fails when its fail-side log e-value reaches fail_at =
+        log(1/alpha_k) and passes when `llr` (minus the pass side's) falls to pass_at = log(beta)."""
         a, b = self.alphas[name], self.config.beta
         if name == "accuracy" and self.golden_rows:
             a, b = a / 2.0, b / 2.0  # the other halves go to the test at exhaustion
         return math.log(1.0 / a), math.log(b)
 
+    def horizon(self) -> int:
+        """Windows over which change points share most of their prior weight."""
+        return self.config.max_windows or CHANGE_HORIZON
+
     def new_state(self) -> RunState:
         return RunState(checks={n: CheckState(n) for n in self.active})
+
+    # ------------------------------------------------------------ stages and finality
+
+    def start_stage(self, state: RunState, label: str) -> bool:
+        """The caller moved the canary to a heavier stage (more weight, a new step): from the next
+        window on, passes must be earned again. Returns False when `label` is the stage already in
+        force or pending (a repeated call starts nothing)."""
+        if state.final or label in (state.caller_stage_label, state.pending_stage):
+            return False
+        state.pending_stage = label
+        return True
+
+    def mark_final(self, state: RunState) -> None:
+        """A caller was told to promote (or the run failed): the decision stays as it is."""
+        state.final = True
+
+    def _stage_change(self, state: RunState, seq: int) -> str | None:
+        cfg_stage = sum(1 for st in self.config.stages if st.from_window <= seq)
+        why = None
+        if cfg_stage != state.config_stage:
+            state.config_stage = cfg_stage
+            why = f"configured stage {cfg_stage} (from window {self.config.stages[cfg_stage - 1].from_window})"
+        if state.pending_stage is not None:
+            state.caller_stage += 1
+            state.caller_stage_label = state.pending_stage
+            why = f"the caller's stage {state.pending_stage!r}" + (f" and {why}" if why else "")
+            state.pending_stage = None
+        if why is None:
+            return None
+        state.stage += 1
+        state.stage_from = seq
+        return why
 
     # ------------------------------------------------------------ update
 
     def update(self, state: RunState, window: Window) -> WindowReport:
         """Add one window's evidence to `state` (in place); constant cost in the run's length."""
         cfg = self.config
+        if state.final:  # promoted or failed: nothing changes any more
+            state.windows += 1
+            return WindowReport(seq=state.windows, health="final", checks={}, drift=state.drift)
         state.windows += 1
         seq = state.windows
         health = _health(window, cfg)
         state.health = health
+        stage_why = self._stage_change(state, seq)
+        if stage_why:
+            self._note(state, seq, "stage", f"stage {state.stage} from window {seq} ({stage_why}): "
+                                            "passes are earned again")
         report: dict[str, dict[str, Any]] = {}
         if health in ("ok", "golden", "overloaded"):
             state.counted += 1
         for name in self.active:
             cs = state.checks.setdefault(name, CheckState(name))
             alert, rollback = cfg.thresholds(name, seq)
+            if stage_why:
+                self._new_segment(name, cs, seq, alert, rollback)
             ev = self._evidence(name, window, health, cs, alert, rollback)
-            report[name] = self._apply(name, cs, ev, alert, rollback, seq)
+            report[name] = self._apply(name, cs, ev, alert, rollback, seq, learn=health != "golden")
         if cfg.drift.enabled and len(window.probes):
             from .checks import drift_report
 
@@ -265,16 +337,29 @@ class Gate:
         self._decide(state, seq)
         return WindowReport(seq=seq, health=health, checks=report, drift=state.drift)
 
+    def _new_segment(self, name: str, cs: CheckState, seq: int, alert: float, rollback: float) -> None:
+        """A stage starts: passes are earned again. Accuracy's evidence does not depend on the
+        canary's weight (the same golden rows, deterministic answers), so it is re-tested at once
+        from its sums against the stage's thresholds; every other check starts its pass side over."""
+        if cs.passed_at is not None:
+            cs.passed_before = cs.passed_at
+        cs.passed_at = None
+        if name == "accuracy":
+            return  # _apply re-tests it (acc_thresholds differ) or keeps its pass
+        t = cs.window_test()
+        t.new_segment(seq)
+        cs.test = t.to_dict()
+        cs.llr = 0.0
+
     def _evidence(self, name: str, w: Window, health: str, cs: CheckState, alert: float,
                   rollback: float) -> Evidence:
         cfg = self.config
         if health == "stable_down":
             return Evidence(False, "stable is down in this window: nothing to compare the canary with")
         if name in cfg.prometheus:
-            r = promchecks.reading(cfg.prometheus[name], w.prometheus.get(name), alert, rollback,
-                                   (cs.m, cs.s1, cs.s2))
+            r = promchecks.reading(cfg.prometheus[name], w.prometheus.get(name), alert, rollback)
             return Evidence(r.measured, r.why, r.estimate, r.var, r.k, r.n, r.stable, r.canary, r.n_stable,
-                            r.n_canary, missing=r.missing)
+                            r.n_canary, missing=r.missing, short=r.missing and r.short)
         if name == "accuracy":
             return _accuracy(w, cs)
         if health == "golden" and name in ("latency", "ctr"):
@@ -297,16 +382,16 @@ class Gate:
             ns, es, nc, ec = _error_counts(w, health)
             if ns == 0 or nc == 0:
                 return Evidence(False, "no requests to one of the versions in this window")
-            ps, pc = (es + 0.5) / (ns + 1.0), (ec + 0.5) / (nc + 1.0)
-            var = ps * (1 - ps) / ns + pc * (1 - pc) / nc
+            p = min(es / ns + rollback, 0.5)  # nominal spread at the rollback boundary (not the canary's data)
+            var = p * (1 - p) * (1.0 / ns + 1.0 / nc)
             return Evidence(True, estimate=ec / nc - es / ns, var=var, stable=es / ns, canary=ec / nc,
                             n_stable=ns, n_canary=nc)
         if name == "ctr":
             return _ctr(w, cfg.ctr.min_impressions)
         raise KeyError(name)
 
-    def _bernoulli(self, name: str) -> bool:
-        """Exact Bernoulli likelihood ratio on the canary's counts (else Gaussian on an estimate)."""
+    def _rate(self, name: str) -> bool:
+        """The canary's own rate (errors; Prometheus counters compared as `canary`)."""
         p = self.config.prometheus.get(name)
         return name == "errors" or (p is not None and p.compare == "canary")
 
@@ -320,8 +405,21 @@ class Gate:
             return -math.log1p(-t)
         return t
 
+    def _broad(self, name: str) -> float | None:
+        """Width of the wide alternative: a quarter for rates (0..1), an e-fold on log scales."""
+        prom = self.config.prometheus.get(name)
+        if name in ("errors", "errors_increase") or (prom is not None and prom.kind == "counter_ratio"
+                                                      and prom.compare in ("difference", "canary")):
+            return 0.25
+        if name in ("latency", "ctr") or (prom is not None and prom.kind != "gauge_ceiling"):
+            return 1.0
+        return None
+
+    def _phi_max(self, name: str) -> float | None:
+        return self.config.check(name).max_overdispersion
+
     def _apply(self, name: str, cs: CheckState, ev: Evidence, alert: float, rollback: float,
-               seq: int) -> dict[str, Any]:
+               seq: int, learn: bool = True) -> dict[str, Any]:
         cfg = self.config
         fail_at, pass_at = self.boundaries(name)
         t0, t1 = self._scale(name, alert), self._scale(name, rollback)
@@ -330,122 +428,146 @@ class Gate:
         if not ev.measured:
             cs.nodata = ev.why
             on_missing = cfg.check(name).on_missing if name == "ctr" or name in cfg.prometheus else "skip"
-            if ev.missing and on_missing == "fail" and cs.forced is None and cs.failed_at is None:
+            if ev.missing and not ev.short and on_missing == "fail" and cs.forced is None \
+                    and cs.failed_at is None:
                 what = "CTR counts" if name == "ctr" else "data"
                 cs.forced = f"{what} missing and {name}.on_missing is fail: {ev.why}"
                 cs.failed_at = seq
+            if ev.short:  # the window was too small for the statistic: say what would let it decide
+                cs.short += 1
+                if cs.short >= SHORT_WINDOWS and cs.insufficient is None:
+                    cs.insufficient = (f"{cs.short} windows in a row too small to measure it ({ev.why}): "
+                                       "raise the load rate or the interval")
             out.update(why=ev.why, llr=cs.llr)
             return out
         cs.nodata = None
+        cs.short = 0
+        if cs.insufficient and not cs.exhausted:
+            cs.insufficient = None  # windows big enough again
         cs.windows += 1
         cs.n_stable += ev.n_stable
         cs.n_canary += ev.n_canary
-        prom = cfg.prometheus.get(name)
-        bern = self._bernoulli(name)
-        if bern:
-            k, n = ev.k, ev.n
-
-            def lr(p1: float, p0: float = t0) -> float:
-                p1 = min(p1, 1.0 - 1e-9)
-                return k * math.log(p1 / p0) + (n - k) * math.log((1 - p1) / (1 - p0))
-            cs.k += ev.k
-            cs.n += ev.n
-        elif name == "accuracy":
-            n_new, sx, disc = ev.rows
-            cs.n += n_new
-            cs.acc_sum += sx
-            cs.acc_disc += disc
-            var = _accuracy_var(cs, t1)
-
-            def lr(th: float) -> float:
-                return (th - t0) / var * (sx - n_new * (t0 + th) / 2.0)
-            ev.estimate = sx / n_new if n_new else None
-            ev.var = var / n_new if n_new else None
+        if name == "accuracy":
+            inc = self._accuracy_update(cs, ev, alert, rollback, t0, t1, seq)
+            fail_ev = _log_mixture(cs.mix)
         else:
-            var = ev.var
-            if name == "latency" or (prom is not None and prom.kind != "gauge_ceiling"):
-                if name == "latency" or prom.overdispersion:
-                    var *= _overdispersion(cs)
-                if cs.info > 0:  # how far this window is from the run so far, in its own standard errors
-                    z2 = (ev.estimate - cs.wsum / cs.info) ** 2 / (ev.var + 1.0 / cs.info)
-                    cs.zs += min(z2, _Z2_CAP)
-                    cs.zm += 1
-                cs.m += 1
-                cs.s1 += ev.estimate
-                cs.s2 += ev.estimate * ev.estimate
-                cs.sv += ev.var
-            elif prom is not None:  # gauges: the window-to-window spread is already in ev.var
-                cs.m += 1
-                cs.s1 += ev.estimate
-                cs.s2 += ev.estimate * ev.estimate
-            x = ev.estimate
+            if self._rate(name):
+                cs.k += ev.k
+                cs.n += ev.n
+                p = min(max(t1, 1e-6), 0.5)
+                ev.estimate, ev.var = ev.k / ev.n, p * (1 - p) / ev.n
+            test = cs.window_test()
+            test.update(seq, ev.estimate, ev.var, t0, t1, horizon=self.horizon(), phi_max=self._phi_max(name),
+                        learn=learn, broad=self._broad(name))
+            cs.test = test.to_dict()
+            before = cs.llr
+            cs.llr = -test.passing.stat if math.isfinite(test.passing.stat) else 0.0
+            inc = cs.llr - before
+            fail_ev = test.fail.stat
+            if fail_ev >= fail_at and cs.failed_at is None:
+                cs.failed_at = seq
+            if test.passing.stat >= -pass_at and cs.passed_at is None and cs.failed_at is None:
+                cs.passed_at = seq
+        out.update(estimate=ev.estimate, llr=cs.llr, fail_evidence=fail_ev, increment=inc,
+                   n_stable=ev.n_stable, n_canary=ev.n_canary)
+        cs.last = {k: v for k, v in out.items() if k not in ("alert", "rollback")}
+        return out
 
-            def lr(th: float) -> float:
-                return (th - t0) / var * (x - (t0 + th) / 2.0)
-            ev.var = var
-        # Latency: no single window may carry more than `max_window_evidence` of the fail boundary
-        # (nor of its mirror on the pass side). A stall of one server process on a busy host makes one
-        # window look like a 3x regression (or, on stable's side, like a faster canary); a regression
-        # persists, a stall does not. Each statistic is clipped at `cap` in the direction that would
-        # decide it, which keeps its guarantee exact (the fail side's ratios from above:
-        # E[exp(min(L, c))] <= E[exp(L)] <= 1 under H0; the pass side's from below), and at a loose
-        # 2 * fail_at in the other direction, so one window cannot bury the statistic out of reach
-        # either. That second clip adds at most e^-loose to the expectation; subtracting
-        # log(1 + e^-loose) from every increment (2e-6 at alpha 0.2 %) keeps it at 1, exactly.
-        cap = fail_at * self.config.latency.max_window_evidence if name == "latency" else math.inf
-        if prom is not None and prom.window_cap() is not None:  # histograms: the same stalls, in production
-            cap = fail_at * prom.window_cap()
-        if cap >= fail_at:  # 1.0: one window may decide alone; no clipping at all
-            cap = math.inf
-        loose = 2.0 * fail_at if math.isfinite(cap) else math.inf
-        corr = math.log1p(math.exp(-loose)) if math.isfinite(loose) else 0.0
-        inc = min(max(lr(t1), -cap), loose) + corr
-        for j, (off, _) in enumerate(MIXTURE):
-            th = t1 + off * (t1 - t0)
-            if bern and th >= 1.0:
-                th = 1.0 - 1e-9
-            cs.mix[j] += max(min(lr(th), cap), -loose) - corr
-        if ev.estimate is not None and ev.var:
-            cs.info += 1.0 / ev.var
-            cs.wsum += ev.estimate / ev.var
+    # ------------------------------------------------------------ accuracy
+
+    def _accuracy_update(self, cs: CheckState, ev: Evidence, alert: float, rollback: float, t0: float,
+                         t1: float, seq: int) -> float:
+        """Paired per distinct golden row (rows are the independent units: a deterministic model
+        answers a row the same way each time). Gaussian SPRT at (alpha_k/2, beta/2) while rows
+        arrive; the fixed-sample test at exhaustion decides with the other halves, or says the
+        set is too small to decide."""
+        fail_at, pass_at = self.boundaries("accuracy")
+        n_new, sx, disc = ev.rows
+        if cs.acc_thresholds is not None and cs.acc_thresholds != [alert, rollback]:
+            # a stage with other thresholds: the sums so far are re-tested against them
+            var = _accuracy_var(cs, t1)
+            cs.llr = (t1 - t0) / var * (cs.acc_sum - cs.n * (t0 + t1) / 2.0)
+            cs.mix = [(th - t0) / var * (cs.acc_sum - cs.n * (t0 + th) / 2.0)
+                      for th in (t1 + off * (t1 - t0) for off, _ in MIXTURE)]
+            if cs.exhausted:
+                cs.insufficient = None
+                self._final_accuracy(cs, t0, t1, seq)
+        cs.acc_thresholds = [alert, rollback]
+        cs.n += n_new
+        cs.acc_sum += sx
+        cs.acc_disc += disc
+        var = _accuracy_var(cs, t1)
+
+        def lr(th: float) -> float:
+            return (th - t0) / var * (sx - n_new * (t0 + th) / 2.0)
+        ev.estimate = sx / n_new if n_new else None
+        ev.var = var / n_new if n_new else None
+        inc = lr(t1)
         cs.llr += inc
+        for j, (off, _) in enumerate(MIXTURE):
+            cs.mix[j] += lr(t1 + off * (t1 - t0))
         if _log_mixture(cs.mix) >= fail_at and cs.failed_at is None:
             cs.failed_at = seq
         if cs.llr <= pass_at and cs.passed_at is None and cs.failed_at is None:
             cs.passed_at = seq
-        if name == "accuracy" and self.golden_rows and cs.n >= self.golden_rows and not cs.exhausted:
+        if self.golden_rows and cs.n >= self.golden_rows and not cs.exhausted:
             cs.exhausted = True
             self._final_accuracy(cs, t0, t1, seq)
-        out.update(estimate=ev.estimate, llr=cs.llr, fail_evidence=_log_mixture(cs.mix), increment=inc, n_stable=ev.n_stable, n_canary=ev.n_canary)
-        cs.last = {k: v for k, v in out.items() if k not in ("alert", "rollback")}
-        return out
+        return inc
 
     def _final_accuracy(self, cs: CheckState, t0: float, t1: float, seq: int) -> None:
-        """Every golden row seen, no boundary crossed: a fixed-sample z test at alpha_k / 2."""
+        """Every golden row seen, no boundary crossed: fixed-sample z tests on the whole set.
+
+        H0 (fail): drop <= alert, rejected at alpha_k/2: the check fails.
+        H0 (pass): drop >= rollback, rejected at beta/2: the check passes.
+        Neither: the golden set cannot tell, and the check stays undecided (it never passes on
+        a set too small to rule out `rollback`)."""
         if cs.failed_at is not None or cs.passed_at is not None:
             return
         var = _accuracy_var(cs, t1)
-        z = (cs.acc_sum / cs.n - t0) / math.sqrt(var / cs.n)
-        if z > _norm_isf(self.alphas["accuracy"] / 2.0) and cs.failed_at is None:
+        se = math.sqrt(var / cs.n)
+        mean = cs.acc_sum / cs.n
+        if (mean - t0) / se > _norm_isf(self.alphas["accuracy"] / 2.0):
             cs.failed_at = seq
-        else:
+        elif (t1 - mean) / se > _norm_isf(self.config.beta / 2.0):
             cs.passed_at = seq
+        else:
+            from .plan import accuracy_plan
+
+            need = accuracy_plan(self.config, self.golden_rows or cs.n, self.alphas["accuracy"]).rows_needed
+            cs.insufficient = (f"every one of the {cs.n} golden rows seen and the drop "
+                               f"{100 * mean:.1f} points [+-{100 * _norm_isf(self.config.beta / 2.0) * se:.1f}] "
+                               f"cannot be told from {100 * t1:g}: a golden set of about {need} rows can decide")
 
     # ------------------------------------------------------------ decision
+
+    def _note(self, state: RunState, seq: int, kind: str, text: str) -> None:
+        state.changes.append({"window": seq, "kind": kind, "text": text})
+        if len(state.changes) > MAX_CHANGES:
+            del state.changes[1]  # the first entry stays: how the run began
 
     def _decide(self, state: RunState, seq: int) -> None:
         if state.outcome == "fail":
             return  # a failed run stays failed
+        was = state.outcome
         critical = [n for n in self.active if self.config.check(n).critical]
+        stuck = [n for n in critical if state.checks[n].insufficient and state.checks[n].failed_at is None
+                 and state.checks[n].passed_at is None]
         if any(state.checks[n].failed_at is not None for n in critical):
-            state.outcome, state.decided_at = "fail", seq
+            state.outcome = "fail"
+        elif any(self.config.check(n).on_insufficient == "fail" for n in stuck):
+            state.outcome = "fail"
         elif critical and all(state.checks[n].passed_at is not None for n in critical):
-            if state.outcome != "pass":
-                state.outcome, state.decided_at = "pass", seq
+            state.outcome = "pass"
         elif self.config.max_windows is not None and state.windows >= self.config.max_windows:
-            outcome = {"inconclusive": "continue"}.get(self.config.at_horizon, self.config.at_horizon)
-            state.outcome = outcome
-            state.decided_at = seq if outcome != "continue" else None
+            state.outcome = {"inconclusive": "continue"}.get(self.config.at_horizon, self.config.at_horizon)
+        else:
+            state.outcome = "continue"
+        if state.outcome != was:
+            state.decided_at = seq if state.outcome != "continue" else None
+            self._note(state, seq, "decision", f"{was} -> {state.outcome} at window {seq}")
+        if state.outcome == "fail":
+            state.final = True
 
     def warnings(self) -> list[str]:
         """What this configuration cannot promise (said at start-up and in every answer)."""
@@ -470,25 +592,33 @@ class Gate:
             checks.append(CheckResult.from_dict(d))
         failing = [c for c in checks if c.verdict == "fail" and c.critical]
         passed, phase = phase_of(state.outcome)
+        crit = [c for c in checks if c.critical]
+        stuck = [c for c in crit if c.verdict == "insufficient"]
+        stage = f" in stage {state.stage} (from window {state.stage_from})" if state.stage else ""
         if state.outcome == "fail":
-            reason = "fail: " + "; ".join(f"{c.name}: {c.reason}" for c in failing)
+            reason = "fail: " + "; ".join(f"{c.name}: {c.reason}" for c in failing or stuck)
         elif state.outcome == "pass":
-            crit = [c for c in checks if c.critical]
-            reason = (f"pass: {len(crit)} critical checks not as bad as rollback (beta {100 * cfg.beta:g} %): "
+            reason = (f"pass{stage}: {len(crit)} critical checks not as bad as rollback (beta {100 * cfg.beta:g} %): "
                       + "; ".join(f"{c.name} {self._fmt(c.name, c.estimate)}" for c in crit))
         else:
-            waiting = [c for c in checks if c.critical and c.verdict in ("continue", "nodata")]
+            waiting = [c for c in crit if c.verdict in ("continue", "nodata", "insufficient")]
             head = "continue" if state.windows < (cfg.max_windows or 10**9) else \
                 f"undecided after {state.windows} windows (max_windows)"
-            reason = f"{head}: " + "; ".join(f"{c.name}: {c.reason}" for c in waiting)
+            if stuck:
+                head = "cannot decide yet"
+            reason = f"{head}{stage}: " + "; ".join(f"{c.name}: {c.reason}" for c in stuck + [
+                c for c in waiting if c not in stuck])
         if state.health == "stable_down":
             reason += " | newest window not counted: stable is down"
         elif state.health == "overloaded":
             reason += " | newest window's load not counted: Shadowgate could not send on time"
+        alarms = [c.name for c in crit if c.newest_beyond_rollback]
         return Verdict(outcome=state.outcome, passed=passed, phase=phase, reason=reason, checks=checks,
                        critical_failure=state.outcome == "fail", scope="run", look=state.windows,
                        alpha=cfg.alpha, beta=cfg.beta, decided_at=state.decided_at, window_health=state.health,
-                       warnings=self.warnings())
+                       warnings=self.warnings(), final=state.final, stage=state.stage,
+                       stage_from=state.stage_from, insufficient=[f"{c.name}: {c.reason}" for c in stuck],
+                       alarms=alarms, changes=list(state.changes))
 
     def _check_result(self, name: str, cs: CheckState, seq: int) -> CheckResult:
         cfg = self.config
@@ -496,9 +626,13 @@ class Gate:
         prom = cfg.prometheus.get(name)
         alert, rollback = cfg.thresholds(name, seq)
         fail_at, pass_at = self.boundaries(name)
+        fail_ev = _log_mixture(cs.mix) if name == "accuracy" else None
+        test = None if name == "accuracy" else cs.window_test()
+        if test is not None:
+            fail_ev = test.fail.stat if math.isfinite(test.fail.stat) else -50.0
         r = CheckResult(name=name, critical=ccfg.critical, unit=promchecks.unit(prom) if prom else _UNITS[name],
                         test=promchecks.test_name(prom) if prom else _TESTS[name], alert=alert,
-                        rollback=rollback, llr=cs.llr, fail_evidence=_log_mixture(cs.mix),
+                        rollback=rollback, llr=cs.llr, fail_evidence=fail_ev,
                         fail_at=fail_at, pass_at=pass_at,
                         alpha=self.alphas[name], beta=cfg.beta, windows=cs.windows, n_stable=cs.n_stable,
                         n_canary=cs.n_canary, measured=cs.windows > 0)
@@ -508,19 +642,36 @@ class Gate:
             r.difference = r.canary - r.stable
             r.ratio = r.canary / r.stable if r.stable else None
         r.window_estimate = self._natural(name, last.get("estimate"))
-        if cs.info > 0:
-            est = cs.wsum / cs.info
-            half = _norm_isf(self.alphas[name]) / math.sqrt(cs.info)
+        t1 = self._scale(name, rollback)
+        if last.get("estimate") is not None:
+            r.newest_beyond_rollback = bool(last["estimate"] > t1)
+        # The estimate printed is the one the deciding side tested: the pass side's windows (this
+        # stage's) once it passed or while it leads, else the fail side's; its interval uses the
+        # spread those windows show (t quantile), at the level of the side's error rate.
+        if name == "accuracy" and cs.n:
+            var = _accuracy_var(cs, t1)
+            est, se, level, df = cs.acc_sum / cs.n, math.sqrt(var / cs.n), self.alphas[name], None
+        elif test is not None and test.fail.estimate is not None:
+            side = test.fail if (cs.failed_at is not None or (cs.passed_at is None and
+                                                               test.fail.stat > test.passing.stat)) else test.passing
+            if side.estimate is None:
+                side = test.fail
+            est, se = side.estimate, side.se
+            level = self.alphas[name] if side is test.fail else cfg.beta
+            df = max(side.windows - 1, 1)
+        else:
+            est = se = None
+        if est is not None and se is not None:
+            half = (_t_isf(level, df) if df else _norm_isf(level)) * se
             r.estimate = self._natural(name, est)
             lo, hi = self._natural(name, est - half), self._natural(name, est + half)
             r.ci = (min(lo, hi), max(lo, hi))
-        if self._bernoulli(name) and cs.n:
-            r.estimate = cs.k / cs.n
-            r.ci = stats.clopper_pearson(cs.k, cs.n, self.alphas[name])
         if cs.failed_at is not None:
             r.verdict, r.decided_at = "fail", cs.failed_at
         elif cs.passed_at is not None:
             r.verdict, r.decided_at = "pass", cs.passed_at
+        elif cs.insufficient:
+            r.verdict = "insufficient"
         elif cs.windows:
             r.verdict = "continue"
         else:
@@ -606,12 +757,12 @@ def with_errors(t: VersionTraffic) -> np.ndarray:
 def _latency(w: Window, q: float, min_samples: int) -> Evidence:
     s, c = with_errors(w.stable), with_errors(w.canary)
     if min(s.size, c.size) < min_samples:
-        return Evidence(False, f"{min(s.size, c.size)} requests < min_samples {min_samples}",
-                        n_stable=int(s.size), n_canary=int(c.size))
+        return Evidence(False, f"{min(s.size, c.size)} requests per version < min_samples {min_samples}",
+                        n_stable=int(s.size), n_canary=int(c.size), short=True)
     se_s, se_c = stats._log_quantile_se(s, q), stats._log_quantile_se(c, q)
     if se_s is None or se_c is None:
         return Evidence(False, f"too few requests for a P{100 * q:g} interval "
-                               f"(at least {stats.min_samples_for_quantile(q)} per version)")
+                               f"(at least {stats.min_samples_for_quantile(q)} per version)", short=True)
     qs, qc = stats.quantile(s, q), stats.quantile(c, q)
     est = math.log(max(qc, 1e-6)) - math.log(max(qs, 1e-6))
     var = max(se_s, _MIN_LOG_SE) ** 2 + max(se_c, _MIN_LOG_SE) ** 2
@@ -623,22 +774,6 @@ def _log_mixture(sums: list[float]) -> float:
     terms = [math.log(w) + s for (_, w), s in zip(MIXTURE, sums)]
     top = max(terms)
     return top + math.log(sum(math.exp(t - top) for t in terms))
-
-
-def _overdispersion(cs: CheckState) -> float:
-    """How much more per-window estimates spread than their variances say (>= 1), shrunk to 1.
-
-    The mean squared standardized distance of each window's estimate from
-    the run's estimate before it: 1 for independent samples, more when
-    bursts hit one version's tail and not the other's. Each window's share
-    is capped at 9 (3 standard errors), so one stalled window cannot make
-    every later window count for nothing; shrunk towards 1 with a prior of
-    a few windows, so a single window cannot make it large or small either.
-    """
-    if cs.zm < 1:
-        return 1.0
-    phi = cs.zs / cs.zm / _Z2_MEAN
-    return max(1.0, (cs.zm * phi + _SHRINK_WINDOWS) / (cs.zm + _SHRINK_WINDOWS))
 
 
 def _row_keys(pr) -> np.ndarray:
@@ -706,6 +841,8 @@ def _reason(name: str, r: CheckResult, cs: CheckState, fmt, what: str | None = N
     thresholds = f"alert {fmt(name, r.alert)}, rollback {fmt(name, r.rollback)}"
     if cs.forced:
         return cs.forced
+    if cs.insufficient and r.verdict == "insufficient":
+        return f"cannot decide: {cs.insufficient}"
     if not cs.windows:
         return f"no data yet ({cs.nodata or 'no window measured it'})"
     what = what or {"latency": "P99 canary/stable", "accuracy": "accuracy drop", "errors": "canary error rate",
@@ -723,5 +860,6 @@ def _reason(name: str, r: CheckResult, cs: CheckState, fmt, what: str | None = N
     if r.verdict == "pass":
         return f"{base}: not as bad as rollback ({thresholds}, beta {100 * r.beta:.2g} %)"
     extra = f"; newest window not counted: {cs.nodata}" if cs.nodata else ""
+    again = f"; passed at window {cs.passed_before} in an earlier stage, re-tested now" if cs.passed_before else ""
     return (f"{base}: undecided ({thresholds}; evidence for rollback {r.fail_evidence:.1f} of "
-            f"{r.fail_at:.1f} to fail, {r.llr:.1f} of {r.pass_at:.1f} to pass){extra}")
+            f"{r.fail_at:.1f} to fail, {-r.llr:.1f} of {-r.pass_at:.1f} to pass){again}{extra}")

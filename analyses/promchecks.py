@@ -103,6 +103,7 @@ class Reading:
     n_stable: int = 0
     n_canary: int = 0
     resolution: float | None = None
+    short: bool = False  # missing because the window held too few counts (the window is too small)
 
 
 def _no(why: str, missing: bool = True, **kw) -> Reading:
@@ -130,7 +131,7 @@ def counter_reading(ks: float, ns: float, kc: float, nc: float, compare: str, mi
     ks, kc = min(ks, ns), min(kc, nc)
     n_s, n_c = int(round(ns)), int(round(nc))
     if min(ns, nc) < min_count:
-        return _no(f"fewer than {min_count:g} {trials} per version ({ns:.0f} stable, {nc:.0f} canary)",
+        return _no(short=True, why=f"fewer than {min_count:g} {trials} per version ({ns:.0f} stable, {nc:.0f} canary)",
                    n_stable=n_s, n_canary=n_c)
     rs, rc = ks / ns, kc / nc
     if compare == "canary":
@@ -254,7 +255,7 @@ def histogram_reading(bounds, stable_cum, canary_cum, q: float, min_count: float
     ns, nc = float(np.max(s_cum)), float(np.max(c_cum))
     n_s, n_c = int(round(ns)), int(round(nc))
     if min(ns, nc) < min_count:
-        return _no(f"fewer than {min_count:g} observations per version ({ns:.0f} stable, {nc:.0f} canary)",
+        return _no(short=True, why=f"fewer than {min_count:g} observations per version ({ns:.0f} stable, {nc:.0f} canary)",
                    n_stable=n_s, n_canary=n_c)
     qs, se_s, _ = bucket_quantile(bounds, s_cum, q)
     qc, se_c, width = bucket_quantile(bounds, c_cum, q)
@@ -297,7 +298,7 @@ def gauge_reading(stable, canary, compare: str, min_samples: float, noise: float
     s, c = s[np.isfinite(s)], c[np.isfinite(c)]
     need_stable = compare == "difference"
     if c.size < min_samples or (need_stable and s.size < min_samples):
-        return _no(f"fewer than {min_samples:g} samples per version ({s.size} stable, {c.size} canary)",
+        return _no(short=True, why=f"fewer than {min_samples:g} samples per version ({s.size} stable, {c.size} canary)",
                    n_stable=int(s.size), n_canary=int(c.size))
     mc, vc = _mean_var(c)
     ms, vs = _mean_var(s) if s.size else (None, 0.0)
@@ -399,15 +400,14 @@ def test_name(cfg) -> str:
     """The test, as CheckResult.test names it."""
     if cfg.kind == "counter_ratio":
         if cfg.compare == "canary":
-            return "Bernoulli SPRT on the canary's counts from Prometheus"
+            return "window e-test on the canary's rate from Prometheus counts (spread across windows unknown)"
         if cfg.compare == "difference":
-            return "SPRT on the canary's rate minus stable's from Prometheus counts (binomial variance)"
-        return "SPRT on the log ratio of the two rates from Prometheus counts (binomial variance)"
+            return "window e-test on the canary's rate minus stable's from Prometheus counts (spread unknown)"
+        return "window e-test on the log ratio of the two rates from Prometheus counts (spread unknown)"
     if cfg.kind == "histogram_quantile":
-        return (f"SPRT on the log P{100 * cfg.quantile:g} ratio from bucketed Prometheus histograms "
-                "(local log-normal fit, asymptotic quantile variance, overdispersion-corrected)")
-    return ("SPRT on the gauge's mean per window (variance: within-window samples or the window-to-window "
-            "spread, prior noise)")
+        return (f"window e-test on the log P{100 * cfg.quantile:g} ratio from bucketed Prometheus histograms "
+                "(local log-normal fit; spread across windows unknown)")
+    return "window e-test on the gauge's mean per window (spread across windows unknown)"
 
 
 def unit(cfg) -> str:

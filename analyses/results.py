@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-CheckVerdict = Literal["pass", "fail", "continue", "nodata", "info"]
+CheckVerdict = Literal["pass", "fail", "continue", "nodata", "insufficient", "info"]
 Outcome = Literal["pass", "fail", "continue"]
 Phase = Literal["Successful", "Failed", "Inconclusive"]
 
@@ -38,8 +38,10 @@ class CheckResult:
     """One check at one look.
 
     verdict: "fail" (evidence reached the rollback boundary), "pass" (it
-        reached the alert boundary), "continue" (not enough evidence yet),
-        "nodata" (no window has measured it), "info" (reported, never gating).
+        reached the alert boundary in the stage in force), "continue" (not
+        enough evidence yet), "insufficient" (it cannot get the evidence to
+        decide: the reason says what would let it), "nodata" (no window has
+        measured it), "info" (reported, never gating).
     stable, canary: the newest window's values in `unit` (seconds for
         latency, 0..1 for rates); ratio = canary / stable.
     estimate: the run's estimate of the canary's harm on the thresholds'
@@ -55,6 +57,8 @@ class CheckResult:
     windows: windows that gave this check evidence; n_stable / n_canary:
         requests, probes or impressions counted so far.
     measured: this check has evidence (Argo reads the flag).
+    newest_beyond_rollback: the newest window's own estimate is beyond
+        `rollback` (not a verdict: a promotion waits while it is).
     """
 
     name: str
@@ -84,6 +88,7 @@ class CheckResult:
     measured: bool = False
     decided_at: int | None = None
     p_value: float | None = None
+    newest_beyond_rollback: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -116,6 +121,13 @@ class Verdict:
         "stable_down", "overloaded" or "golden" (see analyses.gate).
     warnings: what the configuration cannot promise (e.g. a golden set too
         small to separate alert from rollback).
+    final: the decision no longer changes (the run failed, or a caller was
+        told to promote); a pass that is not final can still become a fail.
+    stage / stage_from: the stage in force and its first window (a pass is
+        earned on the stage's own windows).
+    insufficient: critical checks that cannot decide, with what would let
+        them. alarms: critical checks whose newest window is beyond rollback.
+    changes: how the decision changed over the run (window, kind, text).
     """
 
     outcome: Outcome
@@ -132,6 +144,12 @@ class Verdict:
     window_health: str | None = None
     warnings: list[str] = field(default_factory=list)
     score: float | None = None  # kept for readers of older stored runs; not computed
+    final: bool = False
+    stage: int = 0
+    stage_from: int = 1
+    insufficient: list[str] = field(default_factory=list)
+    alarms: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self, name: str) -> CheckResult:
         """The check called `name` (KeyError if it is not in this verdict)."""
@@ -147,6 +165,8 @@ class Verdict:
             "critical_failure": self.critical_failure, "scope": self.scope, "look": self.look,
             "alpha": self.alpha, "beta": self.beta, "decided_at": self.decided_at,
             "window_health": self.window_health, "warnings": list(self.warnings), "score": self.score,
+            "final": self.final, "stage": self.stage, "stage_from": self.stage_from,
+            "insufficient": list(self.insufficient), "alarms": list(self.alarms), "changes": list(self.changes),
             "checks": [c.to_dict() for c in self.checks],
         })
 
@@ -161,6 +181,9 @@ class Verdict:
             critical_failure=bool(d.get("critical_failure", False)), scope=d.get("scope", "run"),
             look=d.get("look"), alpha=d.get("alpha"), beta=d.get("beta"), decided_at=d.get("decided_at"),
             window_health=d.get("window_health"), warnings=list(d.get("warnings") or []), score=d.get("score"),
+            final=bool(d.get("final", outcome == "fail")), stage=int(d.get("stage") or 0),
+            stage_from=int(d.get("stage_from") or 1), insufficient=list(d.get("insufficient") or []),
+            alarms=list(d.get("alarms") or []), changes=list(d.get("changes") or []),
         )
 
 

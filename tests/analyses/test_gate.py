@@ -75,8 +75,11 @@ def test_a_canary_exactly_at_alert_rarely_fails(name, sc):
     ("CTR drop at rollback 30 %", BASE.with_(ctr_ratio=0.7)),
 ])
 def test_a_canary_exactly_at_rollback_fails(name, sc):
-    """H1 at its boundary: P(pass) <= beta = 5 %; of 40 rollouts at least 36 fail within 10 windows."""
-    assert _fails(sc, 40, seed=hash(name) % 1000) >= 36, name
+    """H1 at its boundary: P(pass) <= beta = 5 %; of 40 rollouts at least 36 fail within 25 windows.
+
+    Exactly at rollback is the slowest case: the test does not know how much windows spread beyond
+    their nominal variance, so it needs several windows (bench.gate_dependence has the figures)."""
+    assert _fails(sc, 40, seed=hash(name) % 1000, windows=25) >= 36, name
 
 
 @pytest.mark.parametrize("sc", [BASE.with_(canary_error_rate=0.10), BASE.with_(canary_down=True),
@@ -88,9 +91,9 @@ def test_gross_regressions_fail_at_once(sc):
         gate = Gate(CFG, golden_rows=sc.golden_rows)
         st = gate.new_state()
         gate.update(st, ro.golden_window())
-        if st.outcome != "fail":
+        while st.outcome != "fail" and st.windows < 3:
             gate.update(st, ro.window()[0])
-        assert st.outcome == "fail" and st.decided_at <= 2
+        assert st.outcome == "fail" and st.decided_at <= 3
 
 
 def test_a_failed_run_stays_failed_and_every_reader_agrees():
@@ -183,13 +186,16 @@ def test_the_golden_window_is_never_latency_evidence():
 
 
 def test_failed_requests_count_as_latency_at_the_deadline():
-    """3 % of canary requests time out: its P99 is the deadline, so latency fails too (in two windows)."""
+    """3 % of canary requests time out: its P99 is the deadline, so latency fails too (no single window
+    decides it, a few do)."""
     gate = Gate(CFG, golden_rows=100)
     st = gate.new_state()
     gate.update(st, _window(canary_errors=90))
     assert st.checks["latency"].last["canary"] == pytest.approx(1.0)
-    gate.update(st, _window(canary_errors=90, rng=np.random.default_rng(1)))
-    assert st.checks["latency"].failed_at == 2
+    assert st.checks["latency"].failed_at is None
+    for k in range(1, 5):
+        gate.update(st, _window(canary_errors=90, rng=np.random.default_rng(k)))
+    assert st.checks["latency"].failed_at is not None and st.checks["latency"].failed_at <= 5
 
 
 def test_state_round_trips_through_json_and_another_gate_continues_it():
@@ -220,7 +226,10 @@ def test_state_size_stops_growing():
     size = len(json.dumps(st.to_dict()))
     for k in range(200):
         gate.update(st, pool[k % 4])
-    assert abs(len(json.dumps(st.to_dict())) - size) < 200  # only digits of running sums change
+    size2 = len(json.dumps(st.to_dict()))
+    for k in range(200):
+        gate.update(st, pool[k % 4])
+    assert abs(len(json.dumps(st.to_dict())) - size2) < 0.05 * size  # only digits of running sums change
 
 
 def test_stages_apply_per_window():
@@ -234,7 +243,7 @@ def test_stages_apply_per_window():
     gate.update(st, ro.window()[0])
     gate.update(st, ro.window()[0])
     assert st.outcome != "fail"  # 2.5x is between alert 2x and rollback 3x: no decision yet
-    for _ in range(5):
+    for _ in range(20):
         gate.update(st, ro.window()[0])
     assert st.outcome == "fail"
 
@@ -263,9 +272,12 @@ def test_a_slow_canary_that_fills_the_concurrency_cap_is_still_evidence():
     w.canary.late = 900
     gate = Gate(CFG, golden_rows=100)
     st = gate.new_state()
-    gate.update(st, w)
-    gate.update(st, w)
-    assert st.health == "ok" and st.checks["latency"].failed_at == 2
+    for k in range(5):
+        w = _window(rng=np.random.default_rng(k))
+        w.canary.latencies_s = w.canary.latencies_s * 5.0
+        w.canary.late = 900
+        gate.update(st, w)
+    assert st.health == "ok" and st.checks["latency"].failed_at is not None
 
 
 def test_a_window_the_service_could_not_measure_is_nobodys_evidence():
@@ -290,10 +302,13 @@ def test_one_stalled_window_of_one_server_cannot_fail_identical_versions():
     for k in range(5):
         gate.update(st, _window(rng=np.random.default_rng(10 + k)))
     assert st.outcome != "fail"
-    # a regression persists: the same slowness in two windows fails
+    # a regression persists: the same slowness window after window fails
     st2 = gate.new_state()
-    gate.update(st2, burst)
-    gate.update(st2, burst)
+    for k in range(6):
+        b = _window(rng=np.random.default_rng(40 + k))
+        b.canary.latencies_s = np.where(np.arange(b.canary.latencies_s.size) % 40 == 0,
+                                        b.canary.latencies_s + 0.1, b.canary.latencies_s)
+        gate.update(st2, b)
     assert st2.outcome == "fail"
 
 
