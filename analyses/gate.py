@@ -129,11 +129,12 @@ class CheckState:
     name: str
     llr: float = 0.0  # minus the pass side's log e-value (passes at log beta); accuracy: its SPRT sum
     mix: list[float] = field(default_factory=lambda: [0.0] * len(MIXTURE))  # accuracy's fail-side mixture
-    test: dict[str, Any] | None = None  # analyses.sequential.WindowTest of the window-based checks
+    test: WindowTest | None = None  # the window e-test of the window-based checks (not accuracy)
     windows: int = 0
     failed_at: int | None = None
     passed_at: int | None = None  # in the current stage; cleared when a stage starts
     passed_before: int | None = None  # window of a pass in an earlier stage (history, not a pass now)
+    withdrawn_at: int | None = None  # a pass the newest windows no longer support was withdrawn here
     forced: str | None = None  # a failure without a test (CTR missing with on_missing: fail)
     insufficient: str | None = None  # why the check cannot decide with the data it can get
     short: int = 0  # consecutive windows too small to measure (too few requests for the quantile)
@@ -151,15 +152,24 @@ class CheckState:
     nodata: str | None = None  # why the newest window gave no evidence
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["test"] = self.test.to_dict() if self.test is not None else None
+        d["mix"], d["rows_seen"] = list(self.mix), list(self.rows_seen)
+        d["last"] = dict(self.last)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CheckState":
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})  # states of older versions: extra sums dropped
+        kw = {k: v for k, v in d.items() if k in known}  # states of older versions: their extra sums dropped
+        if kw.get("test") is not None:
+            kw["test"] = WindowTest.from_dict(kw["test"])
+        return cls(**kw)
 
     def window_test(self) -> WindowTest:
-        return WindowTest.from_dict(self.test) if self.test else WindowTest()
+        if self.test is None:
+            self.test = WindowTest()
+        return self.test
 
 
 @dataclass
@@ -189,7 +199,9 @@ class RunState:
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "checks"}
+        d["drift"] = [dict(x) for x in self.drift]
+        d["changes"] = [dict(x) for x in self.changes]
         d["checks"] = {k: v.to_dict() for k, v in self.checks.items()}
         return d
 
@@ -280,6 +292,9 @@ class Gate:
         force or pending (a repeated call starts nothing)."""
         if state.final or label in (state.caller_stage_label, state.pending_stage):
             return False
+        if state.caller_stage_label is None and state.pending_stage is None:
+            state.caller_stage_label = label  # the first stage the caller names is the one the run began in
+            return False
         state.pending_stage = label
         return True
 
@@ -346,10 +361,9 @@ class Gate:
         cs.passed_at = None
         if name == "accuracy":
             return  # _apply re-tests it (acc_thresholds differ) or keeps its pass
-        t = cs.window_test()
-        t.new_segment(seq)
-        cs.test = t.to_dict()
+        cs.window_test().new_segment(seq)
         cs.llr = 0.0
+        cs.withdrawn_at = None
 
     def _evidence(self, name: str, w: Window, health: str, cs: CheckState, alert: float,
                   rollback: float) -> Evidence:
@@ -459,15 +473,20 @@ class Gate:
             test = cs.window_test()
             test.update(seq, ev.estimate, ev.var, t0, t1, horizon=self.horizon(), phi_max=self._phi_max(name),
                         learn=learn, broad=self._broad(name))
-            cs.test = test.to_dict()
             before = cs.llr
             cs.llr = -test.passing.stat if math.isfinite(test.passing.stat) else 0.0
             inc = cs.llr - before
             fail_ev = test.fail.stat
             if fail_ev >= fail_at and cs.failed_at is None:
                 cs.failed_at = seq
-            if test.passing.stat >= -pass_at and cs.passed_at is None and cs.failed_at is None:
-                cs.passed_at = seq
+            # A pass holds while the pass side's e-value is at its boundary now (P(at it now) <= P(ever
+            # at it) <= beta, so this only adds caution): windows that move towards rollback after a
+            # pass withdraw it, and the change detector on the fail side takes it from there.
+            if test.passing.stat >= -pass_at:
+                if cs.passed_at is None and cs.failed_at is None:
+                    cs.passed_at, cs.withdrawn_at = seq, None
+            elif cs.passed_at is not None:
+                cs.passed_at, cs.withdrawn_at = None, seq
         out.update(estimate=ev.estimate, llr=cs.llr, fail_evidence=fail_ev, increment=inc,
                    n_stable=ev.n_stable, n_canary=ev.n_canary)
         cs.last = {k: v for k, v in out.items() if k not in ("alert", "rollback")}
@@ -627,7 +646,7 @@ class Gate:
         alert, rollback = cfg.thresholds(name, seq)
         fail_at, pass_at = self.boundaries(name)
         fail_ev = _log_mixture(cs.mix) if name == "accuracy" else None
-        test = None if name == "accuracy" else cs.window_test()
+        test = None if name == "accuracy" else (cs.test or WindowTest())
         if test is not None:
             fail_ev = test.fail.stat if math.isfinite(test.fail.stat) else -50.0
         r = CheckResult(name=name, critical=ccfg.critical, unit=promchecks.unit(prom) if prom else _UNITS[name],
@@ -665,7 +684,10 @@ class Gate:
             half = (_t_isf(level, df) if df else _norm_isf(level)) * se
             r.estimate = self._natural(name, est)
             lo, hi = self._natural(name, est - half), self._natural(name, est + half)
-            r.ci = (min(lo, hi), max(lo, hi))
+            lo, hi = min(lo, hi), max(lo, hi)
+            if self._rate(name):  # a rate is never below 0
+                r.estimate, lo = max(r.estimate, 0.0), max(lo, 0.0)
+            r.ci = (lo, hi)
         if cs.failed_at is not None:
             r.verdict, r.decided_at = "fail", cs.failed_at
         elif cs.passed_at is not None:
@@ -861,5 +883,7 @@ def _reason(name: str, r: CheckResult, cs: CheckState, fmt, what: str | None = N
         return f"{base}: not as bad as rollback ({thresholds}, beta {100 * r.beta:.2g} %)"
     extra = f"; newest window not counted: {cs.nodata}" if cs.nodata else ""
     again = f"; passed at window {cs.passed_before} in an earlier stage, re-tested now" if cs.passed_before else ""
+    if cs.withdrawn_at:
+        again += f"; a pass was withdrawn at window {cs.withdrawn_at}: the newest windows no longer show it"
     return (f"{base}: undecided ({thresholds}; evidence for rollback {r.fail_evidence:.1f} of "
             f"{r.fail_at:.1f} to fail, {-r.llr:.1f} of {-r.pass_at:.1f} to pass){again}{extra}")

@@ -1,14 +1,22 @@
 """How long the gate takes to decide, and what a golden set can promise, before any data.
 
-For each gated check, with the analysis' rates and thresholds, Wald's
-approximation of the expected number of windows to a decision:
+For each gated check, with the analysis' rates and thresholds, the expected
+number of windows to a decision for a canary exactly at `alert` (to pass)
+and exactly at `rollback` (to fail). The window checks' e-values
+(analyses.sequential) grow by about (1/2) log(1 + D^2 / v) per window when
+the windows spread as their nominal variance says (phi = 1), where D is the
+distance between the thresholds on the test's scale and v the variance of
+one window's estimate; a decision needs log(1/alpha_k) (fail) or
+log(1/beta) (pass), plus log 2 for the prior on change points and about
+one window for the bets to find the canary's level:
 
-    E[windows] ~ (P(fail) * log(1/alpha_k) + P(pass) * log(beta)) / E[LLR per window]
+    E[windows] ~ 1 + (log(1/level) + log 2) / ((1/2) log(1 + D^2 / v))
 
-at a true difference equal to `alert` (E[LLR] = -D^2 / 2v, P(fail) ~ alpha_k)
-and equal to `rollback` (E[LLR] = +D^2 / 2v, P(fail) ~ 1 - beta), where D is
-the distance between the thresholds on the test's scale and v the variance
-of one window's estimate. The variances assumed (said in each row):
+Accuracy keeps Wald's approximation of its per-row SPRT. A check whose
+windows can never hold the data its statistic needs (fewer requests per
+window than the quantile's `min_samples`) can never decide: the plan says
+so, and the service refuses such a configuration unless the analysis sets
+`allow_undecidable: true`. The variances assumed (said in each row):
 
 - latency: the log P99 ratio has a standard error of about 0.097 at 3000
   requests per version (measured on this project's heavy-tailed data),
@@ -86,12 +94,21 @@ class CheckPlan:
     windows_at_alert: float | None
     windows_at_rollback: float | None
     assumption: str
+    undecidable: str | None = None  # why the check can never decide with these rates (None: it can)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def _asn(d: float, v: float, a: float, b: float) -> tuple[float, float]:
+    """Expected windows at alert (to pass) and at rollback (to fail) for the window e-test."""
+    growth = 0.5 * math.log1p(d * d / v)
+    at_alert = 1.0 + (math.log(1 / b) + math.log(2)) / growth
+    at_rollback = 1.0 + (math.log(1 / a) + math.log(2)) / growth
+    return max(at_alert, 2.0), max(at_rollback, 2.0)
+
+
+def _sprt_asn(d: float, v: float, a: float, b: float) -> tuple[float, float]:
     """Expected windows at alert and at rollback for a Gaussian SPRT (drift D^2/2v per window)."""
     drift = d * d / (2 * v)
     upper, lower = math.log(1 / a), math.log(b)
@@ -115,11 +132,18 @@ def plan(config: JudgeConfig, *, requests_per_window: float, probes_per_window: 
         alert, rollback = config.thresholds(name, 1)
         wa = wr = None
         note = ""
+        undecidable = None
         if name == "latency":
             n = max(requests_per_window, 1.0)
             v = 2 * P99_LOG_SE_3000 ** 2 * 3000 / n
             wa, wr = _asn(math.log(rollback) - math.log(alert), v, a, b)
             note = f"{n:.0f} requests per version per window, log P99 SE 0.097 at 3000"
+            need = config.latency.min_samples
+            if requests_per_window < need:
+                undecidable = (f"latency can never decide: {requests_per_window:.0f} requests per version per "
+                               f"window < the {need} its P{100 * config.latency.quantile:g} needs "
+                               f"(latency.min_samples)")
+                wa = wr = None
         elif name == "errors":
             n = max(requests_per_window + probes_per_window, 1.0)
             p0, p1 = alert, rollback
@@ -139,7 +163,8 @@ def plan(config: JudgeConfig, *, requests_per_window: float, probes_per_window: 
         elif name == "accuracy":
             rows_w = max(probes_per_window, 1.0)
             v = max(config.accuracy.planning_discordance - rollback ** 2, rollback * (1 - rollback))
-            wa, wr = _asn(rollback - alert, v / rows_w, a / 2 if golden_rows else a, b / 2 if golden_rows else b)
+            wa, wr = _sprt_asn(rollback - alert, v / rows_w, a / 2 if golden_rows else a,
+                               b / 2 if golden_rows else b)
             note = f"{rows_w:.0f} new golden rows per window, {100 * config.accuracy.planning_discordance:g} % discordance"
             if golden_rows:
                 acc = accuracy_plan(config, golden_rows, a)
@@ -158,5 +183,5 @@ def plan(config: JudgeConfig, *, requests_per_window: float, probes_per_window: 
         elif name in config.prometheus:
             p = config.prometheus[name]
             note = f"Prometheus {p.kind} ({p.compare}): depends on the production traffic of each window"
-        out.append(CheckPlan(name, alert, rollback, a, wa, wr, note))
+        out.append(CheckPlan(name, alert, rollback, a, wa, wr, note, undecidable))
     return out, acc

@@ -68,7 +68,7 @@ close to normal when a window holds ten or more expected events.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["ALTERNATIVES", "MAX_STARTS", "SideState", "WindowTest", "start_weight"]
@@ -142,11 +142,15 @@ class WindowTest:
     ew_n: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for side in ("fail", "passing"):
+        d = {k: getattr(self, k) for k in ("ew_b", "ew_c", "ew_q", "ew_n")}
+        for name in ("fail", "passing"):
+            side = getattr(self, name)
+            x = {k: getattr(side, k) for k in SideState.__dataclass_fields__}
+            x["ln"], x["snaps"] = list(side.ln), [list(sn) for sn in side.snaps]
             for k in ("frozen", "stat"):
-                if d[side][k] == -math.inf:
-                    d[side][k] = None
+                if x[k] == -math.inf:
+                    x[k] = None
+            d[name] = x
         return d
 
     @classmethod

@@ -281,7 +281,7 @@ def test_ctr_is_the_counter_pair_drop_with_the_same_evidence_as_before():
         ks, kc = int(rng.integers(1500, 2000)), int(rng.integers(1000, 2000))
         generic.update(st2, _counter_window(kc=kc, nc=50_000, ks=ks, ns=50_000))
     assert st2.checks["c"].llr == pytest.approx(st.checks["ctr"].llr, rel=1e-12)
-    assert st2.checks["c"].test["fail"]["stat"] == pytest.approx(st.checks["ctr"].test["fail"]["stat"], rel=1e-12)
+    assert st2.checks["c"].test.fail.stat == pytest.approx(st.checks["ctr"].test.fail.stat, rel=1e-12)
 
 
 def test_alpha_is_split_over_built_in_and_prometheus_checks_by_weight():
