@@ -354,16 +354,42 @@ class Gate:
 
     def _new_segment(self, name: str, cs: CheckState, seq: int, alert: float, rollback: float) -> None:
         """A stage starts: passes are earned again. Accuracy's evidence does not depend on the
-        canary's weight (the same golden rows, deterministic answers), so it is re-tested at once
-        from its sums against the stage's thresholds; every other check starts its pass side over."""
+        canary's weight (the same golden rows, deterministic answers): it keeps its pass unless the
+        stage changes its thresholds, and then its sums are re-tested against them at once. Every
+        other check starts its pass side over."""
+        if name == "accuracy":
+            if cs.acc_thresholds is not None and cs.acc_thresholds != [alert, rollback]:
+                if cs.passed_at is not None:
+                    cs.passed_before = cs.passed_at
+                cs.passed_at = None
+                self._retest_accuracy(cs, alert, rollback, seq)
+            return
         if cs.passed_at is not None:
             cs.passed_before = cs.passed_at
         cs.passed_at = None
-        if name == "accuracy":
-            return  # _apply re-tests it (acc_thresholds differ) or keeps its pass
         cs.window_test().new_segment(seq)
         cs.llr = 0.0
         cs.withdrawn_at = None
+
+    def _retest_accuracy(self, cs: CheckState, alert: float, rollback: float, seq: int) -> None:
+        """Accuracy's sums against a stage's other thresholds: the SPRT sums from the rows seen, and
+        the fixed-sample tests when every row was seen."""
+        t0, t1 = self._scale("accuracy", alert), self._scale("accuracy", rollback)
+        cs.acc_thresholds = [alert, rollback]
+        if not cs.n:
+            return
+        fail_at, pass_at = self.boundaries("accuracy")
+        var = _accuracy_var(cs, t1)
+        cs.llr = (t1 - t0) / var * (cs.acc_sum - cs.n * (t0 + t1) / 2.0)
+        cs.mix = [(th - t0) / var * (cs.acc_sum - cs.n * (t0 + th) / 2.0)
+                  for th in (t1 + off * (t1 - t0) for off, _ in MIXTURE)]
+        if _log_mixture(cs.mix) >= fail_at and cs.failed_at is None:
+            cs.failed_at = seq
+        elif cs.llr <= pass_at and cs.failed_at is None:
+            cs.passed_at = seq
+        elif cs.exhausted:
+            cs.insufficient = None
+            self._final_accuracy(cs, t0, t1, seq)
 
     def _evidence(self, name: str, w: Window, health: str, cs: CheckState, alert: float,
                   rollback: float) -> Evidence:
@@ -503,14 +529,7 @@ class Gate:
         fail_at, pass_at = self.boundaries("accuracy")
         n_new, sx, disc = ev.rows
         if cs.acc_thresholds is not None and cs.acc_thresholds != [alert, rollback]:
-            # a stage with other thresholds: the sums so far are re-tested against them
-            var = _accuracy_var(cs, t1)
-            cs.llr = (t1 - t0) / var * (cs.acc_sum - cs.n * (t0 + t1) / 2.0)
-            cs.mix = [(th - t0) / var * (cs.acc_sum - cs.n * (t0 + th) / 2.0)
-                      for th in (t1 + off * (t1 - t0) for off, _ in MIXTURE)]
-            if cs.exhausted:
-                cs.insufficient = None
-                self._final_accuracy(cs, t0, t1, seq)
+            self._retest_accuracy(cs, alert, rollback, seq)  # thresholds changed without a stage start
         cs.acc_thresholds = [alert, rollback]
         cs.n += n_new
         cs.acc_sum += sx

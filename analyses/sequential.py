@@ -73,10 +73,13 @@ from typing import Any
 
 __all__ = ["ALTERNATIVES", "MAX_STARTS", "SideState", "WindowTest", "start_weight"]
 
-# (offset in units of D = t1 - t0 beyond the alternative threshold, weight); None: the plug-in mean;
-# "broad": a wide normal (sd `broad` on the test's scale) for gross regressions in the first window.
-ALTERNATIVES: tuple[tuple[float | str | None, float], ...] = ((None, 0.35), (0.0, 0.25), (1.0, 0.15),
-                                                              (2.0, 0.1), (4.0, 0.05), ("broad", 0.1))
+# (offset in units of D = t1 - t0 beyond the alternative threshold, weight); None: the plug-in mean.
+ALTERNATIVES: tuple[tuple[float | None, float], ...] = ((None, 0.4), (0.0, 0.3), (1.0, 0.15), (2.0, 0.1),
+                                                        (4.0, 0.05))
+# Each alternative's density for one window is a mixture: (1 - EPS) N(m, phi v) + EPS N(m, phi v + wide^2).
+# The wide part keeps one wild window (a stalled process, a cold start) from wiping out a side's
+# evidence, and lets a canary that fails every request fail at once; it costs log(1/(1-EPS)) a window.
+EPS = 0.05
 MAX_STARTS = 12  # change points kept per side: the segment's first and the most recent others
 EW_DECAY = 0.7  # weight of the past in the plug-in mean and spread (about three windows)
 PRIOR_PHI = 2.0  # the plug-in spread's prior (in units of v), worth PRIOR_WINDOWS windows
@@ -188,8 +191,8 @@ class WindowTest:
 
         learn: False for a window of another regime (the golden burst before any load): it is
         evidence, but the plug-in does not learn the next windows' mean and spread from it.
-        broad: the sd of the wide alternative (default 10 D): a canary failing every request is
-        that far out.
+        broad: the sd of each alternative's wide part (default 10 D): a canary failing every
+        request, or a process stalled for a whole window, is that far out.
         """
         v = max(float(v), 1e-300)
         mean, phi_hat = self.plug_in()
@@ -197,18 +200,18 @@ class WindowTest:
         phi_hat = min(max(phi_hat, lo), hi)
         dist = t1 - t0
         wide = broad if broad is not None else 10.0 * dist
+        var, var_w = phi_hat * v, phi_hat * v + wide * wide
         for side, sign, base in ((self.fail, 1.0, t1), (self.passing, -1.0, t0)):
             logq = []
             for off, _ in ALTERNATIVES:
-                var = phi_hat * v
                 if off is None:
                     m = base if mean is None else (max(mean, base) if sign > 0 else min(mean, base))
-                elif off == "broad":
-                    m, var = base + sign * wide, var + wide * wide
                 else:
                     m = base + sign * float(off) * dist
                 # log density relative to N(.; ., v)'s normalising constant (it cancels with the null's)
-                logq.append(-0.5 * math.log(var / v) - (x - m) ** 2 / (2.0 * var))
+                narrow = math.log(1.0 - EPS) - 0.5 * math.log(var / v) - (x - m) ** 2 / (2.0 * var)
+                broad_ = math.log(EPS) - 0.5 * math.log(var_w / v) - (x - m) ** 2 / (2.0 * var_w)
+                logq.append(_lse([narrow, broad_]))
             self._add(side, window, x, v, logq, sign, t0 if sign > 0 else t1, lo, hi, horizon)
         # the plug-in learns from this window only after both sides used it (predictable)
         if not learn:

@@ -56,6 +56,7 @@ def _config(n: int, server, golden: str, interval_s: float, rate: float, probe_r
         "load": {"rate": rate, "max_rate": max(rate, 1.0), "timeout_s": 2, "concurrency": 8},
         "checks": {"drift": {"inputs": False}},
         "min_window_probes": 10_000,  # hooks read closed windows only: the interval closes them
+        "allow_undecidable": True,  # hook answer times are measured here; low rates give no P99
     }
     return {"server": {"store": store, "interval_s": interval_s, "threads": 16},
             "analyses": {f"a{i:02d}": analysis for i in range(n)}}

@@ -63,7 +63,10 @@ class ServingError(Exception):
                  http_status: int | None = None) -> None:
         self.code = code
         self.message = message
-        self.target = target
+        # A REST target is a URL that may carry credentials: kept only redacted (messages show it).
+        from webhook.redact import redact_url
+
+        self.target = redact_url(target) if target else target
         self.http_status = http_status
         super().__init__(str(self))
 

@@ -166,7 +166,9 @@ class Target:
     def describe(self) -> str:
         which = f" version {self.version}" if self.version is not None else (
             f" label {self.label}" if self.label else "")
-        return f"{self.protocol} {self.address} model {self.model}{which}"
+        from webhook.redact import redact_url  # a REST URL's credentials and query are never shown
+
+        return f"{self.protocol} {redact_url(self.address)} model {self.model}{which}"
 
 
 def build_payloads(target: Target, rows: np.ndarray, input_name: str, *, batch: int = 1,

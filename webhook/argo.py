@@ -10,6 +10,17 @@ or, for a final gate before promotion (Inconclusive pauses the rollout):
     successCondition: result.decision == "pass"
     failureCondition: result.decision == "fail"
 
+Stages and finality: `stage=<step>` (e.g. `{{args.step}}` or the canary
+weight) starts a new stage whenever its value changes, so a pass is earned
+again on the new weight's windows. `final=true` marks the promotion gate
+(the last step's analysis, or `prePromotionAnalysis`): a pass there is
+answered only when earned in the last configured stage with the newest
+window measured and not beyond rollback, and it is then final (`final:
+true`: later windows no longer change it). Otherwise "pass" is read-only
+and can still become "fail"; `final` says which. A check that cannot
+decide (golden set too small, windows too small) keeps the decision
+"continue": Inconclusive under both conditions, never a pass.
+
 Only caller mistakes are errors: unknown analysis 404, missing
 `rollout`/`revision` 400, token 401, namespace 403. The first call starts
 the session (golden check, then load) in the background and answers at
@@ -66,6 +77,10 @@ def analysis(analysis: str):
                       blank_is_none=True)
     if rate == 0:
         raise ApiError(400, "field 'rate' must be > 0: a rate of 0 would switch the load off", "rate")
+    stage = identifier(params, "stage", REVISION_RE, "stage (letters, digits, '.', '_', '-')", required=False)
+    final_gate = str(params.get("final", "false")).lower()
+    if final_gate not in ("true", "false"):
+        raise ApiError(400, "field 'final' must be true or false", "final")
 
     sessions = svc.sessions
     run = sessions.open_run("argo", analysis, namespace, rollout, revision, restart_final=False)
@@ -79,10 +94,37 @@ def analysis(analysis: str):
     if s is None:  # a finished run answers from the store
         return jsonify(argo_body(sessions.stored_decision(run), gated=gated, **context))
     s.touch()
+    if stage is not None:
+        s.start_stage(f"argo:{stage}")
     if rate is not None and rate != s.rate_override:
         problem = sessions.rate_problem(s, rate)
         if problem:
             raise ApiError(429, f"rate {rate:g} refused: {problem}", "rate", retry_after_s=10)
         s.rate_override = rate
         sessions.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
-    return jsonify(argo_body(s.decision(), gated=gated, **context))
+    v = s.decision()
+    if final_gate == "true" and v.outcome == "pass" and not v.final:
+        why = _promotion_blocked(svc.settings.analyses[analysis], v)
+        if why is None:
+            v = s.finalize()  # the caller is told to promote: the decision is final from here on
+            sessions.event(run.id, "decision", f"argo promotion gate passed: decision final: {v.reason}")
+        else:
+            body = argo_body(v, gated=gated, **context)
+            body.update(decision="continue", passed=False, phase="Inconclusive",
+                        reason=f"promotion waits: {why}")
+            return jsonify(body)
+    return jsonify(argo_body(v, gated=gated, **context))
+
+
+def _promotion_blocked(analysis: Any, v: Any) -> str | None:
+    """Why a passing run is not yet a pass of the promotion gate, or None."""
+    if not v.look:
+        return "no window measured yet"
+    if v.window_health in ("stable_down", "overloaded"):
+        return f"the newest window was not measured ({v.window_health})"
+    stages = analysis.gate.config.stages
+    if stages and v.look < stages[-1].from_window:
+        return f"the last stage starts at window {stages[-1].from_window} (now {v.look})"
+    if v.alarms:
+        return f"the newest window of {', '.join(v.alarms)} is beyond rollback"
+    return None

@@ -9,6 +9,7 @@ Units: seconds (`*_s`), requests per second (`rate`), bytes (`*_bytes`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -83,20 +84,47 @@ class TargetConfig(_Strict):
 class DataSetConfig(_Strict):
     """An .npz file: a `path` (relative to the configuration file) or a `url`.
 
-    `url`: s3://, gs://, https:// (anything fsspec reads; s3 and gs need the
-    optional extras). A `path` given as a URL is taken as `url`. `sha256`
-    (hex) pins the content. The set is re-read when its source changes,
-    looked at every `reload_s` seconds (0: never). See webhook/datasets.py.
+    `url`: https://, s3://, gs:// (s3 and gs through fsspec, with the
+    optional extras); http:// only with `allow_http: true`. An http(s) URL
+    is fetched by Shadowgate itself: redirects are followed by hand (at most
+    5) and every hop, the first included, must be http(s) and resolve to
+    public addresses only: no loopback, link-local, private (RFC 1918,
+    fc00::/7), unspecified, multicast or reserved address, unless
+    `allow_private` is true (any) or a list of networks (CIDR, only those).
+    A `path` given as a URL is taken as `url`. `sha256` (hex) pins the
+    content. The set is re-read when its source changes, looked at every
+    `reload_s` seconds (0: never). See webhook/datasets.py.
     """
 
     path: str | None = None
-    url: str | None = None
+    url: str | None = Field(default=None, repr=False)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     inputs_key: str = "inputs"
     labels_key: str = "labels"
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for `url`")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
+                                            description="fsspec options for an s3:// or gs:// `url`; "
+                                                        "`headers` for an http(s) one")
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="deadline of reading a URL")
     reload_s: float = Field(default=60.0, ge=0, description="how often to look for a changed source; 0 never")
+    allow_http: bool = Field(default=False, description="accept http:// (plain text) for `url` and its redirects")
+    allow_private: bool | list[str] = Field(
+        default=False, description="let `url` and its redirects reach loopback, link-local and private "
+                                   "addresses: true for any, or a list of networks (CIDR) allowed")
+
+    @field_validator("allow_private")
+    @classmethod
+    def _networks(cls, v: bool | list[str]) -> bool | list[str]:
+        if isinstance(v, list):
+            import ipaddress
+
+            out = []
+            for item in v:
+                try:
+                    out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP network (CIDR, e.g. 10.0.0.0/8)") from None
+            return out
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -110,8 +138,10 @@ class DataSetConfig(_Strict):
     def _one_source(self) -> "DataSetConfig":
         if (self.path is None) == (self.url is None):
             raise ValueError("give path or url (one of them)")
-        if self.url is not None and not re.match(r"^[a-z][a-z0-9+.-]*://\S+$", self.url):
-            raise ValueError(f"url: not a URL: {self.url!r}")
+        if self.url is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$", self.url):
+            from .redact import redact_url
+
+            raise ValueError(f"url: not a URL: {redact_url(self.url)!r}")
         return self
 
 
@@ -133,7 +163,8 @@ class LoadStep(_Strict):
 class LoadConfig(_Strict):
     """Open-loop load: requests are sent on schedule whether or not earlier ones answered."""
 
-    rate: float = Field(default=10.0, ge=0, le=100_000, description="requests per second")
+    rate: float = Field(default=40.0, ge=0, le=100_000, description="requests per second (per version with "
+                        "targets: both); 40 x the default 30 s window = 1200, twice what a P99 needs")
     max_rate: float = Field(default=200.0, gt=0, le=100_000,
                             description="cap for a rate asked by hook metadata")
     schedule: list[LoadStep] = Field(default_factory=list)
@@ -163,7 +194,7 @@ class CtrConfig(_Strict):
     `{window}` (the window length, e.g. `30s`) are substituted.
     """
 
-    prometheus: str
+    prometheus: str = Field(repr=False)
     clicks: str = Field(min_length=1)
     impressions: str = Field(min_length=1)
     timeout_s: float = Field(default=3.0, gt=0, le=30)
@@ -212,7 +243,7 @@ class PrometheusConfig(_Strict):
     step_s: gauges, the step of the range query over the window.
     """
 
-    url: str
+    url: str = Field(repr=False)
     timeout_s: float = Field(default=3.0, gt=0, le=30)
     lag_s: float = Field(default=0.0, ge=0, le=600)
     step_s: float = Field(default=15.0, gt=0, le=3600)
@@ -242,6 +273,10 @@ class AnalysisConfig(_Strict):
     interval_s: float | None = Field(default=None, gt=0, description="overrides server.interval_s")
     min_window_probes: int = Field(default=20, ge=1,
                                    description="probe pairs needed to close a window early on a hook call")
+    allow_undecidable: bool = Field(default=False, description="start even when a check can never decide "
+                                    "with these rates (the run can then never pass)")
+    stage_on_traffic_increase: bool = Field(default=True, description="each confirm-traffic-increase that "
+                                            "answers 200 starts a stage: passes are earned again at the new weight")
 
     @field_validator("golden", "reference", mode="before")
     @classmethod
@@ -361,7 +396,7 @@ class Analysis:
         from analyses.plan import plan
 
         load = self.config.load
-        rate = load.schedule[0].rate if load.schedule else load.rate
+        rate = max([load.rate] + [st.rate for st in load.schedule]) if load.schedule else load.rate
         return plan(self.judge_config, requests_per_window=rate * self.interval_s,
                     probes_per_window=self.config.probe.rate * self.interval_s,
                     golden_rows=int(self.golden_inputs.shape[0]), active=self.gate.active)
@@ -419,6 +454,21 @@ def _judge_config(checks: dict[str, Any], field: str) -> Any:
         raise ConfigError(field, first) from None
 
 
+def _refuse_undecidable(analysis: "Analysis", field: str) -> None:
+    """A critical check that can never decide means a run that can never pass: refuse it at start,
+    saying what would let it decide (the analysis may opt in with allow_undecidable: true)."""
+    rows, _ = analysis.plan()
+    for r in rows:
+        if r.undecidable and analysis.judge_config.check(r.check).critical:
+            load = analysis.config.load
+            rate = max([load.rate] + [st.rate for st in load.schedule])
+            need = analysis.judge_config.latency.min_samples
+            raise ConfigError(f"{field}.load.rate",
+                              f"{r.undecidable}: raise load.rate to >= {math.ceil(need / analysis.interval_s)} "
+                              f"requests/s or interval_s to >= {math.ceil(need / max(rate, 1e-9))} s, or set "
+                              f"allow_undecidable: true (a run can then never pass)")
+
+
 def _gate(judge_config: Any, ac: "AnalysisConfig", golden_rows: int) -> Any:
     """The analysis' gate; alpha is split over the checks that can have data here."""
     from analyses.gate import Gate
@@ -470,6 +520,23 @@ def prometheus_versions(ac: "AnalysisConfig") -> dict[str, str]:
     return {"stable": v.stable or ac.stable.version_name(), "canary": v.canary or ac.canary.version_name()}
 
 
+def _register_secrets(config: Config, token: str | None) -> None:
+    """Every configured URL's credentials and query, and the service token: never printed (webhook.redact)."""
+    from .redact import option_secrets, register, register_secret
+
+    register_secret(token)
+    for ac in config.analyses.values():
+        register(ac.stable.address, ac.canary.address)
+        if ac.ctr is not None:
+            register(ac.ctr.prometheus)
+        if ac.prometheus is not None:
+            register(ac.prometheus.url)
+        for ds in (ac.golden, ac.reference):
+            if ds is not None and ds.url:
+                register(ds.url)
+                register_secret(*option_secrets(ds.storage_options))
+
+
 def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
     """Validate a parsed configuration and load its data sets. Raises ConfigError."""
     base = Path(base_dir)
@@ -505,6 +572,7 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
         if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", ns):
             raise ConfigError(f"server.namespaces.{i}", f"{ns!r} is not a Kubernetes namespace name")
 
+    _register_secrets(config, token)
     analyses: dict[str, Analysis] = {}
     for name, ac in config.analyses.items():
         field = f"analyses.{name}"
@@ -532,6 +600,8 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
             gate=_gate(judge_config, ac, int(inputs.shape[0])),
             prometheus=prom_queries,
         )
+        if not ac.allow_undecidable:
+            _refuse_undecidable(analyses[name], field)
 
     store = Path(config.server.store)
     store_path = config.server.store if config.server.store == ":memory:" else str(

@@ -21,6 +21,7 @@ from analyses.window import CtrCounts
 
 from .config import CtrConfig, TargetConfig
 from .promchecks import NoData, PromClient, scalar, window_duration
+from .redact import exception_text
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ class CtrSource:
                     return None
                 values[key] = v
         except FutureTimeout:
-            log.warning("Prometheus %s did not answer within %.1f s", self.config.prometheus, self.config.timeout_s)
+            log.warning("Prometheus %s did not answer within %.1f s", self._prom.url, self.config.timeout_s)
             return None
         except Exception as exc:  # down, HTTP error, bad PromQL: no CTR for this window
-            log.warning("CTR query to %s failed: %s", self.config.prometheus, exc)
+            # The URL without credentials or query; the error (Prometheus' body) cut and scrubbed.
+            log.warning("CTR query to %s failed: %s", self._prom.url, exception_text(exc, self._prom.secrets))
             return None
         return CtrCounts(**values)
 

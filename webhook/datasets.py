@@ -7,13 +7,23 @@ analyses.yaml, see `webhook.config.DataSetConfig`):
   mounts it from a PersistentVolumeClaim (`golden.existingClaim`), a
   ConfigMap (`golden.configMap`, for small sets: binaryData is limited to
   1 MiB) or any volume of `extraVolumes`/`extraVolumeMounts`;
-- a URL: `url` with `s3://`, `gs://`, `https://` (or anything else fsspec
-  knows), read through fsspec. `https://` works with the runtime as it is;
-  `s3://` and `gs://` need the optional extras (`pip install
-  shadowgate[s3]` / `[gcs]`: s3fs, gcsfs). Credentials come from the
-  environment as each backend reads them (IRSA, workload identity,
+- a URL: `url` with `https://`, `s3://` or `gs://`; `http://` only with
+  `allow_http: true`; any other scheme (`file://`, `ftp://`...) is refused
+  naming the field. `https://` is fetched by `webhook.safefetch`: redirects
+  followed by hand (at most 5), every hop (the first included) checked
+  before connecting: http(s) only, and every address its host resolves to
+  public (no loopback, link-local, private, unspecified, multicast or
+  reserved address unless `allow_private` is true or lists the network);
+  the connection goes to the address checked; credentials in the URL and
+  `storage_options.headers` go to the configured origin only. `s3://` and
+  `gs://` are read through fsspec and need the optional extras (`pip
+  install shadowgate[s3]` / `[gcs]`: s3fs, gcsfs); credentials come from
+  the environment as each backend reads them (IRSA, workload identity,
   AWS_* / GOOGLE_APPLICATION_CREDENTIALS); `storage_options` passes options
-  such as `anon: true` or `endpoint_url`.
+  such as `anon: true` or `endpoint_url` (an object store's endpoint is the
+  operator's choice: `allow_private` does not apply to it).
+
+Messages show a URL redacted (`webhook.redact`): no userinfo, no query.
 
 `sha256` (hex) pins the content: a set whose digest differs is refused with
 the field named, at start-up and on every re-read. Every failure is a
@@ -21,8 +31,10 @@ the field named, at start-up and on every re-read. Every failure is a
 
 Re-reading: `DataSetWatcher` looks every `reload_s` seconds (per data set,
 default 60; 0 turns it off) at each source's fingerprint (a file's inode,
-size and mtime, which also catches a ConfigMap's symlink swap; a URL's
-ETag, size or mtime from fsspec's `info`) and, when it changed, reads and
+size and mtime, which also catches a ConfigMap's symlink swap; an http(s)
+URL's ETag, Content-Length and Last-Modified from a HEAD, or the digest of
+a GET where HEAD is not answered; an object's ETag, size or mtime from
+fsspec's `info`) and, when it changed, reads and
 verifies the set again and swaps it into the running `Analysis`. Runs that
 are already measuring keep the set they started with; the next run uses the
 new one. A new set that cannot be read or fails its sha256 is refused and
@@ -43,10 +55,14 @@ from typing import Any
 
 import numpy as np
 
+from .redact import exception_text, option_secrets, redact_url, scrub, url_secrets
+
 log = logging.getLogger("shadowgate.datasets")
 
 # Read at most this much from a URL (a golden set is rows for probes, not a training set).
 MAX_BYTES = 1 << 30
+# Read through fsspec with their own clients (s3fs, gcsfs); http(s) goes through webhook.safefetch.
+OBJECT_STORES = ("s3", "gs", "gcs")
 
 
 def _config_error(field_name: str, message: str) -> Exception:
@@ -72,18 +88,79 @@ def resolve_path(base: Path, path: str) -> Path:
 
 
 def describe(base: Path, ds: Any) -> str:
-    """Where `ds` is read from: a URL or the resolved path."""
-    return ds.url if ds.url else str(resolve_path(base, ds.path))
+    """Where `ds` is read from, as messages show it: the URL redacted, or the resolved path."""
+    return redact_url(ds.url) if ds.url else str(resolve_path(base, ds.path))
+
+
+def _scheme(ds: Any) -> str:
+    return ds.url.split("://", 1)[0].lower()
+
+
+def _check_url(ds: Any, field_name: str) -> None:
+    """The configured URL's scheme: https, s3, gs (http with allow_http); the options its reader takes."""
+    scheme = _scheme(ds)
+    allowed = ("https", "http") if getattr(ds, "allow_http", False) else ("https",)
+    if scheme not in allowed + OBJECT_STORES:
+        hint = ("set allow_http: true to allow plain http" if scheme == "http"
+                else "https://, s3:// or gs://; http:// with allow_http: true")
+        raise _config_error(f"{field_name}.url", f"{redact_url(ds.url)} refused: scheme {scheme}:// is not "
+                                                 f"allowed ({hint})")
+    if scheme in ("http", "https"):
+        extra = sorted(set(ds.storage_options or {}) - {"headers"})
+        if extra:
+            raise _config_error(f"{field_name}.storage_options", f"an {scheme}:// URL takes only `headers` here, "
+                                                                 f"not {', '.join(extra)}")
+        hdrs = (ds.storage_options or {}).get("headers", {})
+        if not isinstance(hdrs, dict) or not all(isinstance(v, str) for v in hdrs.values()):
+            raise _config_error(f"{field_name}.storage_options.headers", "must map header names to strings")
+
+
+def _policy(ds: Any):
+    from .safefetch import Policy
+
+    allow = getattr(ds, "allow_private", False)
+    return Policy(allow_http=bool(getattr(ds, "allow_http", False)),
+                  allow_private=tuple(allow) if isinstance(allow, list) else bool(allow))
+
+
+def _secrets(ds: Any) -> set[str]:
+    """What error texts about `ds` are scrubbed of: its URL's credentials and query, its options' secrets."""
+    return url_secrets(ds.url) | set(option_secrets(ds.storage_options or {}))
+
+
+def _http(ds: Any, field_name: str, method: str, fallback: str | None = None):
+    """GET or HEAD of an http(s) `url` through webhook.safefetch: every hop checked, one deadline.
+
+    fallback: the method to try instead when the answer is an HTTP error (a
+    server without HEAD, or a presigned URL signed for GET only); never after
+    a refused hop or a failed connection.
+    """
+    from .safefetch import FetchError, fetch
+
+    headers = dict((ds.storage_options or {}).get("headers", {}))
+    try:
+        return fetch(ds.url, _policy(ds), ds.timeout_s, method=method, max_bytes=MAX_BYTES, headers=headers)
+    except FetchError as exc:
+        if fallback is None or exc.status is None:
+            raise _config_error(f"{field_name}.url", scrub(exc.message, _secrets(ds), limit=None)) from None
+    return _http(ds, field_name, fallback)
 
 
 def fingerprint(base: Path, ds: Any, field_name: str) -> Any:
     """What changes when the source's content changes (cheap: no read of the content)."""
     if ds.url:
+        _check_url(ds, field_name)
+        if _scheme(ds) in ("http", "https"):
+            resp = _http(ds, field_name, "HEAD", fallback="GET")
+            if resp.method == "GET":  # HEAD not answered: the content's digest is the fingerprint
+                return ("sha256", hashlib.sha256(resp.body).hexdigest())
+            return tuple(str(resp.headers.get(k)) for k in ("etag", "content-length", "last-modified"))
         fs, path = _filesystem(ds, field_name)
         try:
             info = fs.info(path)
         except Exception as exc:  # noqa: BLE001 - any backend error names the field
-            raise _config_error(f"{field_name}.url", f"cannot reach {ds.url}: {exc}") from None
+            raise _config_error(f"{field_name}.url", f"cannot reach {describe(base, ds)}: "
+                                                     f"{exception_text(exc, _secrets(ds))}") from None
         return tuple(str(info.get(k)) for k in ("ETag", "etag", "md5Hash", "size", "LastModified",
                                                  "mtime", "updated"))
     path = resolve_path(base, ds.path)
@@ -95,27 +172,28 @@ def fingerprint(base: Path, ds: Any, field_name: str) -> Any:
 
 
 def _filesystem(ds: Any, field_name: str):
+    """The fsspec filesystem of an object-store URL (s3://, gs://)."""
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec is in the runtime requirements
         raise _config_error(f"{field_name}.url", "reading a URL needs fsspec (pip install fsspec)") from None
     options = dict(ds.storage_options or {})
-    protocol = ds.url.split("://", 1)[0]
-    if protocol in ("http", "https"):
-        import aiohttp
-
-        options.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(total=ds.timeout_s)})
+    protocol = _scheme(ds)
     try:
         fs, path = fsspec.core.url_to_fs(ds.url, **options)
     except (ImportError, ValueError) as exc:
         hint = {"s3": " (install the s3 extra: s3fs)", "gs": " (install the gcs extra: gcsfs)",
                 "gcs": " (install the gcs extra: gcsfs)"}.get(protocol, "")
-        raise _config_error(f"{field_name}.url", f"cannot read {protocol}:// URLs: {exc}{hint}") from None
+        raise _config_error(f"{field_name}.url", f"cannot read {protocol}:// URLs: "
+                                                 f"{exception_text(exc, _secrets(ds))}{hint}") from None
     return fs, path
 
 
 def _read_bytes(base: Path, ds: Any, field_name: str) -> bytes:
     if ds.url:
+        _check_url(ds, field_name)
+        if _scheme(ds) in ("http", "https"):
+            return _http(ds, field_name, "GET").body
         fs, path = _filesystem(ds, field_name)
         result: dict[str, Any] = {}
 
@@ -128,16 +206,18 @@ def _read_bytes(base: Path, ds: Any, field_name: str) -> bytes:
                 result["error"] = exc
 
         # fsspec backends differ in how they apply timeouts; this bounds the whole read.
+        where = describe(base, ds)
         t = threading.Thread(target=fetch, name="dataset-fetch", daemon=True)
         t.start()
         t.join(ds.timeout_s)
         if t.is_alive():
-            raise _config_error(f"{field_name}.url", f"{ds.url}: no answer within timeout_s={ds.timeout_s:g} s")
+            raise _config_error(f"{field_name}.url", f"{where}: no answer within timeout_s={ds.timeout_s:g} s")
         if "error" in result:
-            raise _config_error(f"{field_name}.url", f"cannot read {ds.url}: {result['error']}")
+            raise _config_error(f"{field_name}.url",
+                                f"cannot read {where}: {exception_text(result['error'], _secrets(ds))}")
         data = result["data"]
         if len(data) > MAX_BYTES:
-            raise _config_error(f"{field_name}.url", f"{ds.url} is larger than {MAX_BYTES >> 20} MiB")
+            raise _config_error(f"{field_name}.url", f"{where} is larger than {MAX_BYTES >> 20} MiB")
         return data
     path = resolve_path(base, ds.path)
     if not path.is_file():
@@ -174,7 +254,8 @@ def load(base: Path, ds: Any, field_name: str, need_labels: bool) -> Loaded:
     except ConfigError:
         raise
     except Exception as exc:  # a corrupt file must name itself, not crash with a traceback
-        raise ConfigError(src_field, f"cannot read {where} as .npz: {exc}") from None
+        raise ConfigError(src_field, f"cannot read {where} as .npz: {scrub(exc, _secrets(ds) if ds.url else ())}"
+                          ) from None
     if inputs.ndim < 1 or inputs.shape[0] == 0:
         raise ConfigError(src_field, f"{where}: {ds.inputs_key!r} is empty")
     if labels is not None and labels.shape[0] != inputs.shape[0]:

@@ -11,8 +11,10 @@ contradict each other, and none waits for a measurement:
 | pre-rollout              | canary loaded with stable's signature; the | 412: a failed check                |
 |                          | golden-set check (within the deadline)     |                                    |
 | rollout                  | the run has not failed                     | 412: a failed check                |
-| confirm-traffic-increase | not failed, newest window measured         | 412: weight holds (not counted)    |
-| confirm-promotion        | the run passed, newest window measured     | 412: waits (not counted)           |
+| confirm-traffic-increase | not failed, newest window measured; a new  | 412: weight holds (not counted)    |
+|                          | stage begins (passes are earned again)     |                                    |
+| confirm-promotion        | passed in the last stage, newest window    | 412: waits (not counted)           |
+|                          | measured and not beyond rollback: final    |                                    |
 | post-rollout             | always (final status stored, load stopped  |                                    |
 |                          | in the background)                         |                                    |
 | rollback                 | the run failed                             | 409 (inverted: 200 rolls back)     |
@@ -120,8 +122,10 @@ def _reply(call: Call, run: RunRecord | None, code: int, reason: str, verdict: A
         if url:
             body["report"] = url
     if verdict is not None:
-        body.update({"outcome": verdict.outcome, "decided_at": verdict.decided_at,
-                     "window_health": verdict.window_health})
+        body.update({"outcome": verdict.outcome, "final": bool(getattr(verdict, "final", False)),
+                     "decided_at": verdict.decided_at, "window_health": verdict.window_health})
+        if getattr(verdict, "insufficient", None):
+            body["insufficient"] = [one_line(x) for x in verdict.insufficient]
         if verdict.warnings:
             body["warnings"] = [one_line(w) for w in verdict.warnings]
     body.update(extra)
@@ -230,6 +234,8 @@ def _measured(v: Any) -> str | None:
 
 
 def confirm_traffic_increase(call: Call):
+    """The weight grows after a 200: a heavier stage begins, so passes are earned again on its windows
+    (the gate's stage; evidence for failure carries over)."""
     run = _open(call)
     v = _decision(call, run)
     if v.outcome == "fail":
@@ -237,7 +243,25 @@ def confirm_traffic_increase(call: Call):
     why = _measured(v)
     if why:
         return _reply(call, run, 412, f"weight holds: {why}", v)
+    s = call.svc.sessions.live(run.id)
+    if s is not None and call.svc.settings.analyses[call.analysis].config.stage_on_traffic_increase:
+        s.start_stage("weight-initial")  # names the stage the run began in (starts nothing)
+        s.start_stage(f"traffic-increase@{v.look}")
     return _reply(call, run, 200, v.reason, v)
+
+
+def _promotion_blocked(call: Call, v: Any) -> str | None:
+    """Why a passing run may not be promoted yet (confirm-promotion waits), or None."""
+    why = _measured(v)
+    if why:
+        return why
+    stages = call.svc.settings.analyses[call.analysis].gate.config.stages
+    if stages and (v.look or 0) < stages[-1].from_window:
+        return (f"the last stage starts at window {stages[-1].from_window} (now {v.look}): a pass before it "
+                "is not a pass of the last stage")
+    if getattr(v, "alarms", None):
+        return f"the newest window of {', '.join(v.alarms)} is beyond rollback"
+    return None
 
 
 def confirm_promotion(call: Call):
@@ -246,9 +270,9 @@ def confirm_promotion(call: Call):
         v = call.svc.sessions.stored_decision(run)
         return _reply(call, run, 200 if v.outcome == "pass" else 412, v.reason, v)
     v = _decision(call, run)
-    why = _measured(v)
+    why = _promotion_blocked(call, v) if v.outcome == "pass" else None
     if v.outcome == "pass" and why is None:
-        call.svc.sessions.promote(run)
+        v = call.svc.sessions.promote(run)  # final from here on: the caller was told to promote
         return _reply(call, run, 200, v.reason, v)
     if v.outcome == "pass":
         return _reply(call, run, 412, f"promotion waits: {why}", v)

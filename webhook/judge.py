@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_config(args.config)
     except ConfigError as err:
-        print(f"shadowgate judge: configuration error: {err}", file=sys.stderr)
+        from .redact import scrub
+
+        print(f"shadowgate judge: configuration error: {scrub(err, limit=None)}", file=sys.stderr)
         return EXIT_ERROR
     analysis = settings.analyses.get(args.analysis)
     if analysis is None:

@@ -22,6 +22,7 @@ from typing import Any
 from analyses.window import ProbePairs, VersionTraffic, Window
 
 from .config import Analysis, TargetConfig
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _client(t: TargetConfig, timeout_s: float):
 
 
 def _describe(role: str, t: TargetConfig) -> str:
-    return f"{role} {t.model}:{t.version_name()} at {t.address}"
+    return f"{role} {t.model}:{t.version_name()} at {redact_url(t.address)}"
 
 
 def _signature_diff(stable: dict[str, Any] | None, canary: dict[str, Any] | None) -> str | None:

@@ -30,6 +30,9 @@ def lines(analysis: Analysis) -> list[str]:
         wr = "-" if r.windows_at_rollback is None else f"{r.windows_at_rollback:.1f}"
         out.append(f"  {r.check:<16} alert {r.alert:g}, rollback {r.rollback:g}, alpha {r.alpha:.2g}: "
                    f"~{wa} windows to pass at alert, ~{wr} to fail at rollback ({r.assumption})")
+    for r in rows:
+        if r.undecidable:
+            out.append(f"  CANNOT DECIDE: {r.undecidable}: a run can never pass")
     if acc is not None:
         out.append(("  ok: " if acc.separable else "  WARNING: ") + acc.message)
     return out

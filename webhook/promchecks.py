@@ -38,10 +38,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analyses.window import PromCounts
+
+from .redact import LIMIT, exception_text, redact_url, register, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -298,19 +301,43 @@ def render(template: str, *, selector: str = "", version: str = "", window_s: fl
 # ------------------------------------------------------------------ the client
 
 
+def split_url(url: str) -> tuple[str, tuple[str, str] | None, dict[str, str]]:
+    """(base URL without userinfo, query or fragment; basic auth from the userinfo; the query's parameters).
+
+    `https://user:pass@prom/x?sig=s` queries `https://prom/x/api/v1/query?sig=s&query=...` with basic
+    auth, rather than appending the API path to the query string.
+    """
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"{u.scheme}://{host}{f':{u.port}' if u.port is not None else ''}{u.path}".rstrip("/")
+    auth = (unquote(u.username or ""), unquote(u.password or "")) if "@" in u.netloc else None
+    return base, auth, dict(parse_qsl(u.query, keep_blank_values=True))
+
+
 class PromClient:
-    """Instant and range queries with one deadline, no retries (the next window asks again)."""
+    """Instant and range queries with one deadline, no retries (the next window asks again).
+
+    `url` may carry basic-auth credentials and query parameters (a signed
+    proxy's `?sig=`): both are sent with every query and never shown;
+    `url` (the attribute) is the redacted form, `secrets` what error texts
+    are scrubbed of.
+    """
 
     def __init__(self, url: str, timeout_s: float) -> None:
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
-        self.url, self.timeout_s = url, timeout_s
-        self._prom = PrometheusConnect(url=url, disable_ssl=False, retry=Retry(total=0), timeout=timeout_s)
+        base, auth, self._extra = split_url(url)
+        self.url, self.secrets, self.timeout_s = redact_url(url), url_secrets(url), timeout_s
+        register(url)
+        self._prom = PrometheusConnect(url=base, disable_ssl=False, retry=Retry(total=0), timeout=timeout_s,
+                                       auth=auth)
 
     def _params(self, **kw: Any) -> dict[str, Any]:
         # Prometheus stops evaluating after this too, so a heavy query does not outlive its answer.
-        return {"timeout": f"{self.timeout_s:g}s", **kw}
+        return {**self._extra, "timeout": f"{self.timeout_s:g}s", **kw}
 
     def instant(self, query: str, at: float | None = None) -> list[dict]:
         """An instant vector at unix time `at` (now when None): [{"metric": {...}, "value": [t, "v"]}]."""
@@ -396,7 +423,7 @@ class PromChecksSource:
     versions: name of each version for {version}; models: model name of each for {model}.
     """
 
-    url: str
+    url: str = field(repr=False)
     checks: dict[str, CheckQueries]
     versions: dict[str, str]
     models: dict[str, str]
@@ -511,24 +538,20 @@ class PromChecksSource:
         return out
 
     def _failure(self, exc: BaseException) -> str:
-        """One line for a failed query: timed out, unreachable, or what Prometheus said."""
+        """One line for a failed query: timed out, unreachable, or what Prometheus said (cut, scrubbed)."""
         text = str(exc)
         if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
             return f"Prometheus did not answer within {self.timeout_s:g} s"
         if "refused" in text.lower():
-            return f"Prometheus at {self.url} refused the connection"
-        return f"Prometheus query failed: {_one_line(exc)}"
+            return f"Prometheus at {redact_url(self.url)} refused the connection"
+        secrets = url_secrets(self.url) | set(getattr(self.client, "secrets", ()))
+        return f"Prometheus query failed: {exception_text(exc, secrets, LIMIT)}"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 _KIND = {"counter_ratio": "counter", "histogram_quantile": "histogram", "gauge_ceiling": "gauge"}
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def source_for(analysis: Any) -> PromChecksSource:

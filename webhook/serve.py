@@ -25,6 +25,7 @@ import logging
 import sys
 
 from .config import ConfigError, Settings, load_config
+from .redact import install_log_filter, scrub
 
 log = logging.getLogger("shadowgate")
 
@@ -79,10 +80,12 @@ def _front(settings: Settings, bind: str, threads: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Configured URLs' credentials and queries never reach the log, not even in a library's DEBUG line.
+    install_log_filter()
     try:
         settings = load_config(args.config)
     except ConfigError as err:
-        print(f"shadowgate serve: configuration error: {err}", file=sys.stderr)
+        print(f"shadowgate serve: configuration error: {scrub(err, limit=None)}", file=sys.stderr)
         return 2
     from .plan import lines as plan_lines
 

@@ -282,10 +282,32 @@ class Session:
         self.manager.event(self.run.id, "window",
                            f"window {seq} ({kind}, {report.health}): {verdict.outcome}: "
                            f"{_one_line(verdict.reason, 300)}", {"seq": seq, "outcome": verdict.outcome})
-        if verdict.outcome != was and verdict.outcome != "continue":
-            self.manager.event(self.run.id, "decision", f"run {verdict.outcome} at window {seq}: "
-                                                        f"{_one_line(verdict.reason, 600)}")
+        if verdict.outcome != was and (verdict.outcome != "continue" or was == "pass"):
+            what = f"run {verdict.outcome} at window {seq}"
+            if was == "pass":  # a pass that did not hold: the timeline and the report say so
+                what = f"run passed before, now {verdict.outcome} at window {seq} (the pass was not final)"
+            self.manager.event(self.run.id, "decision", f"{what}: {_one_line(verdict.reason, 600)}")
         return seq
+
+    def start_stage(self, label: str) -> bool:
+        """The caller moved to a heavier stage: passes are earned again from the next window."""
+        with self._update_lock:
+            started = self.gate.start_stage(self.state, label)
+            if started:
+                self.manager.store.update_run(self.run.id, state=self.state.to_dict())
+        if started:
+            self.manager.event(self.run.id, "stage", f"stage {label!r} begins with the next window: "
+                                                     "passes are earned again on its windows")
+        return started
+
+    def finalize(self) -> Any:
+        """A caller was told to promote: the decision is final (stored with the state)."""
+        with self._update_lock:
+            self.gate.mark_final(self.state)
+            verdict = self.gate.verdict(self.state)
+            self.manager.store.update_run(self.run.id, verdict=verdict.to_dict(), state=self.state.to_dict())
+            self.verdict = verdict
+        return verdict
 
     async def golden(self) -> Any:
         """Probe the whole golden set on both versions (no load running); one window of evidence."""
@@ -593,17 +615,26 @@ class SessionManager:
         rates = self.target_rates()
         self.metrics.usage.labels("target_rate").set(max(rates.values(), default=0.0))
 
-    def promote(self, run: RunRecord) -> None:
+    def promote(self, run: RunRecord) -> Any:
         """confirm-promotion passed: stop measuring and freeze the decision while the controller
         finalises. The canary is scaled down before post-rollout arrives; windows measured then
         would turn a promoted run into a failed one."""
         s = self.live(run.id)
+        if s is not None:
+            verdict = s.finalize()
+        else:
+            v = dict(run.verdict or {})
+            v["final"] = True
+            self.store.update_run(run.id, verdict=v)
+            run.verdict = v
+            verdict = self.stored_decision(run)
         run.status = "promoted"
         self.store.update_run(run.id, status="promoted")
         if s is not None:
             s.run.status = "promoted"
             self.stop(s)
-        self.event(run.id, "decision", "promotion confirmed: load stopped, decision frozen until post-rollout")
+        self.event(run.id, "decision", "promotion confirmed: load stopped, decision final")
+        return verdict
 
     def active(self) -> list[Session]:
         with self._lock:

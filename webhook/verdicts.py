@@ -16,7 +16,8 @@ import numpy as np
 
 # Top-level keys a check name must not shadow.
 RESERVED = {"passed", "failed", "decision", "phase", "reason", "checks", "run", "analysis", "windows",
-            "decided_at", "window_health", "warnings", "rollout", "revision", "namespace", "status", "report"}
+            "decided_at", "window_health", "warnings", "rollout", "revision", "namespace", "status", "report",
+            "final", "stage", "insufficient", "alarms"}
 
 
 def json_safe(value: Any) -> Any:
@@ -96,7 +97,10 @@ def argo_body(verdict: Any, *, gated: list[str], **context: Any) -> dict[str, An
     """The answer for Argo's web provider: the run's decision, every gated check by name.
 
     `decision` is "pass", "fail" or "continue"; `failed` and `passed` are
-    its booleans. Every gated check is present from the first answer on.
+    its booleans; `final` whether it can still change (a pass that is not
+    final can become a fail); `insufficient` the checks that cannot decide
+    and what would let them. Every gated check is present from the first
+    answer on.
     """
     from analyses.results import CheckResult
 
@@ -110,6 +114,10 @@ def argo_body(verdict: Any, *, gated: list[str], **context: Any) -> dict[str, An
         "decided_at": int(verdict.decided_at or 0),
         "window_health": verdict.window_health or "none",
         "warnings": [one_line(w) for w in verdict.warnings],
+        "final": bool(getattr(verdict, "final", False) or verdict.outcome == "fail"),
+        "stage": int(getattr(verdict, "stage", 0) or 0),
+        "insufficient": [one_line(x) for x in (getattr(verdict, "insufficient", None) or [])],
+        "alarms": list(getattr(verdict, "alarms", None) or []),
     }
     body.update(context)
     by_name = {c.name: c for c in verdict.checks}

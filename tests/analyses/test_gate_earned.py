@@ -188,3 +188,31 @@ def test_a_pass_never_reads_beyond_rollback():
         for c in v.checks:
             if c.critical and c.estimate is not None:
                 assert c.estimate < c.rollback, v.reason
+
+
+def test_accuracy_keeps_its_pass_across_a_stage_and_is_retested_when_its_thresholds_change():
+    """Every golden row was seen at pre-rollout: no later window can add accuracy evidence, so a stage
+    must not take back its pass unless the stage changes accuracy's thresholds (then it is re-tested
+    from its sums, at once)."""
+    gate, st, _ = _run(BASE, windows=2, active=["accuracy", "errors"])
+    assert st.checks["accuracy"].passed_at == 1
+    gate.start_stage(st, "a")
+    gate.start_stage(st, "b")
+    gate.update(st, Rollout(np.random.default_rng(1), BASE).window()[0])
+    assert st.checks["accuracy"].passed_at == 1
+    cfg = load_judge_config({"drift": {"enabled": False}, "accuracy": {"alert": 0.05, "rollback": 0.10},
+                             "stages": [{"from_window": 3, "accuracy": {"alert": 0.002, "rollback": 0.004}}]})
+    sc = BASE.with_(accuracy_drop=0.03)
+    gate, st, outcomes = _run(sc, cfg, windows=3, active=["accuracy"])
+    assert outcomes[:2] == ["pass", "pass"]  # 3 points pass 5 / 10
+    assert st.checks["accuracy"].failed_at == 3 and st.outcome == "fail"  # and fail 0.2 / 0.4 at once
+
+
+def test_a_newest_window_beyond_rollback_raises_an_alarm_without_failing():
+    """One window at 4x cannot fail latency, but the verdict names it (confirm-promotion waits on it)."""
+    gate, st, _ = _run(BASE, windows=6, active=["latency"])
+    assert not gate.verdict(st).alarms
+    ro = Rollout(np.random.default_rng(5), BASE.with_(latency_scale=4.0))
+    gate.update(st, ro.window()[0])
+    v = gate.verdict(st)
+    assert v.outcome != "fail" and v.alarms == ["latency"] and v.check("latency").newest_beyond_rollback

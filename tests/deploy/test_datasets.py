@@ -1,4 +1,8 @@
-"""Golden and reference sets: file, ConfigMap-style symlinks, https URL, sha256, re-reading."""
+"""Golden and reference sets: file, ConfigMap-style symlinks, http(s) URL, sha256, re-reading.
+
+What a URL may reach (schemes, redirects, addresses) and that its secrets are never shown:
+tests/webhook/test_redaction.py.
+"""
 
 from __future__ import annotations
 
@@ -78,18 +82,22 @@ def http_dir(tmp_path):
         server.server_close()
 
 
-def test_an_https_style_url_through_fsspec(tmp_path, http_dir):
+# A test server on 127.0.0.1 over plain http: both must be allowed (the defaults refuse them).
+LOCAL = {"allow_http": True, "allow_private": True}
+
+
+def test_an_http_url_where_allowed(tmp_path, http_dir):
     served, base_url = http_dir
     digest = _npz(served / "golden.npz", 40)
     _npz(served / "ref.npz", 50, seed=3)
-    cfg = _config({"url": f"{base_url}/golden.npz", "sha256": digest, "timeout_s": 5},
-                  reference=f"{base_url}/ref.npz")  # a URL given as the path shorthand
+    cfg = _config({"url": f"{base_url}/golden.npz", "sha256": digest, "timeout_s": 5, **LOCAL},
+                  reference={"path": f"{base_url}/ref.npz", **LOCAL})  # a URL given as the path
     s = load_settings(cfg, tmp_path)
     assert s.analyses["d"].golden_inputs.shape == (40, 8)
     assert s.analyses["d"].reference_inputs.shape == (50, 8)
     with pytest.raises(ConfigError) as err:
-        load_settings(_config({"url": f"{base_url}/nothing.npz", "timeout_s": 5}), tmp_path)
-    assert err.value.field == "analyses.d.golden.url"
+        load_settings(_config({"url": f"{base_url}/nothing.npz", "timeout_s": 5, **LOCAL}), tmp_path)
+    assert err.value.field == "analyses.d.golden.url" and "HTTP 404" in err.value.message
 
 
 def test_an_unreachable_url_fails_within_its_deadline(tmp_path):
@@ -100,7 +108,7 @@ def test_an_unreachable_url_fails_within_its_deadline(tmp_path):
         port = sock.getsockname()[1]
     started = time.monotonic()
     with pytest.raises(ConfigError) as err:
-        load_settings(_config({"url": f"http://127.0.0.1:{port}/g.npz", "timeout_s": 3}), tmp_path)
+        load_settings(_config({"url": f"http://127.0.0.1:{port}/g.npz", "timeout_s": 3, **LOCAL}), tmp_path)
     assert err.value.field == "analyses.d.golden.url"
     assert time.monotonic() - started < 10
 

@@ -165,9 +165,12 @@ def close(app, run_id: str) -> None:
     app.extensions["shadowgate"].sessions.call(s.close_window("interval"), 10)
 
 
-def flagger_run(app, name: str, *, windows: int = 6, finish: bool = True, namespace: str = "test",
-                checksum: str = "85d557f47b", headers: dict | None = None) -> str:
-    """A rollout in Flagger's order; stops at promotion, at rollback, or (finish=False) in progress."""
+def flagger_run(app, name: str, *, windows: int = 16, finish: bool = True, namespace: str = "test",
+                checksum: str = "85d557f47b", headers: dict | None = None, steps: int = 2) -> str:
+    """A rollout in Flagger's order; stops at promotion, at rollback, or (finish=False) in progress.
+
+    As Flagger: `steps` weight increases (confirm-traffic-increase), then confirm-promotion every
+    interval until it answers 200 (the last stage's pass) or `windows` windows have passed."""
     c = app.test_client()
     kw = dict(name=name, namespace=namespace, checksum=checksum)
 
@@ -180,7 +183,8 @@ def flagger_run(app, name: str, *, windows: int = 6, finish: bool = True, namesp
          eventMessage=f"New revision detected! Scaling up {name}.{namespace}")
     run_id = hook("confirm-rollout", phase="Initialized").json["run"]
     hook("pre-rollout")
-    for _ in range(windows):
+    promoted = False
+    for k in range(windows):
         if hook("rollback").status_code == 200:
             if finish:
                 hook("event", phase="Failed", eventType="Warning",
@@ -188,10 +192,15 @@ def flagger_run(app, name: str, *, windows: int = 6, finish: bool = True, namesp
                 hook("post-rollout", phase="Failed")
             return run_id
         close(app, run_id)
-        if hook("rollout").status_code == 200:
+        if hook("rollout").status_code != 200:
+            continue
+        if k < steps:
             hook("confirm-traffic-increase")
+        elif finish and hook("confirm-promotion", phase="Promoting").status_code == 200:
+            promoted = True
+            break
     if finish:
-        if hook("confirm-promotion", phase="Promoting").status_code == 200:
+        if promoted:
             hook("event", phase="Succeeded", eventType="Normal", eventMessage="Promotion completed! "
                  f"Scaling down {name}.{namespace}")
             hook("post-rollout", phase="Succeeded")
