@@ -71,6 +71,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ALTERNATIVES", "MAX_STARTS", "SideState", "WindowTest", "start_weight"]
 
 # (offset in units of D = t1 - t0 beyond the alternative threshold, weight); None: the plug-in mean.
@@ -80,6 +82,7 @@ ALTERNATIVES: tuple[tuple[float | None, float], ...] = ((None, 0.4), (0.0, 0.3),
 # The wide part keeps one wild window (a stalled process, a cold start) from wiping out a side's
 # evidence, and lets a canary that fails every request fail at once; it costs log(1/(1-EPS)) a window.
 EPS = 0.05
+_WEIGHTS = [w for _, w in ALTERNATIVES]
 MAX_STARTS = 12  # change points kept per side: the segment's first and the most recent others
 EW_DECAY = 0.7  # weight of the past in the plug-in mean and spread (about three windows)
 PRIOR_PHI = 2.0  # the plug-in spread's prior (in units of v), worth PRIOR_WINDOWS windows
@@ -233,26 +236,26 @@ class WindowTest:
         side.b += x / v
         side.c += 1.0 / v
         side.ln = [s + q for s, q in zip(side.ln, logq)]
-        terms = [side.frozen]
-        best, best_term, best_fit = None, -math.inf, None
-        for snap in side.snaps:
-            start = int(snap[0])
-            n = side.n - snap[1]
-            a, b, c = side.a - snap[2], side.b - snap[3], side.c - snap[4]
-            mean = b / c
-            d = min(mean, bound) if sign > 0 else max(mean, bound)  # the null's best mean
-            q = max(a - 2.0 * d * b + d * d * c, 0.0)
-            phi = min(max(q / n, lo), hi)
-            log_null = -0.5 * n * math.log(phi) - q / (2.0 * phi)
-            alts = [math.log(w) + (side.ln[j] - snap[5 + j]) for j, (_, w) in enumerate(ALTERNATIVES)]
-            r = start - side.seg_start + 1 if sign < 0 else start  # pass side: weights restart per stage
-            term = math.log(start_weight(r, horizon)) + _lse(alts) - log_null
-            terms.append(term)
-            if term > best_term:
-                resid = max(a - 2.0 * mean * b + mean * mean * c, 0.0)
-                phi_fit = min(max(resid / max(n - 1, 1), 1.0 if n < 2 else lo), hi)
-                best, best_term, best_fit = start, term, (mean, math.sqrt(phi_fit / c), int(n))
+        snaps = np.asarray(side.snaps, dtype=np.float64)  # at most MAX_STARTS rows: constant cost
+        starts = snaps[:, 0]
+        n = side.n - snaps[:, 1]
+        a, b, c = side.a - snaps[:, 2], side.b - snaps[:, 3], side.c - snaps[:, 4]
+        mean = b / c
+        d = np.minimum(mean, bound) if sign > 0 else np.maximum(mean, bound)  # the null's best mean
+        q = np.maximum(a - 2.0 * d * b + d * d * c, 0.0)
+        phi = np.clip(q / n, lo, hi)
+        log_null = -0.5 * n * np.log(phi) - q / (2.0 * phi)
+        alts = np.log(_WEIGHTS)[None, :] + (np.asarray(side.ln)[None, :] - snaps[:, 5:])
+        top = alts.max(axis=1)
+        log_alt = top + np.log(np.exp(alts - top[:, None]).sum(axis=1))
+        r = starts - side.seg_start + 1 if sign < 0 else starts  # pass side: weights restart per stage
+        prior = np.log([start_weight(int(x), horizon) for x in r])
+        term = prior + log_alt - log_null
+        k = int(np.argmax(term))
+        terms = [side.frozen, *term.tolist()]
+        resid = max(float(a[k] - 2.0 * mean[k] * b[k] + mean[k] * mean[k] * c[k]), 0.0)
+        phi_fit = min(max(resid / max(n[k] - 1, 1), 1.0 if n[k] < 2 else lo), hi)
+        best, best_fit = int(starts[k]), (float(mean[k]), math.sqrt(phi_fit / c[k]), int(n[k]))
         side.stat = _lse(terms)
         side.best_start = best
-        if best_fit is not None:
-            side.estimate, side.se, side.windows = best_fit
+        side.estimate, side.se, side.windows = best_fit

@@ -188,7 +188,7 @@ def test_gate_quality_one_still_runs():
     from bench.gate_quality import one
 
     out = one((Scenario(), 3))
-    assert len(out) == 3 and all(x is None or 1 <= x <= 10 for x in out)
+    assert len(out) == 4 and all(x is None or 1 <= x <= 20 for x in out[:3]) and isinstance(out[3], bool)
 
 
 def test_gate_dependence_rollout_runs():
