@@ -37,9 +37,10 @@ is a mixture over change points: R_t = sum_s pi_s E_s(t) with fixed weights
 pi_s (sum <= 1), each E_s held at 1 before s. A sum of nonnegative
 supermartingales that start at pi_s is one that starts at <= 1; Ville's
 inequality gives P(sup_t R_t >= 1/alpha) <= alpha under H0 for every
-window of the run. Keeping only a bounded set of recent starts (and the
-segment's first) drops nonnegative terms, which can only make R smaller:
-the bound holds and the cost stays constant. This is the e-detector of
+window of the run. Keeping only a bounded set of recent starts (and, on
+the fail side, the segment's first) drops nonnegative terms, which can only
+make R smaller: the bound holds and the cost stays constant. On the pass
+side it also means a pass rests on the newest windows only. This is the e-detector of
 Shin, Ramdas and Rinaldo ("E-detectors", 2023) with weights in place of
 its average-run-length calibration, so the guarantee is a probability.
 
@@ -229,8 +230,11 @@ class WindowTest:
     def _add(side: SideState, window: int, x: float, v: float, logq: list[float], sign: float,
              bound: float, lo: float, hi: float, horizon: int) -> None:
         side.snaps.append([float(window), float(side.n), side.a, side.b, side.c, *side.ln])
-        if len(side.snaps) > MAX_STARTS:  # keep the segment's first start and the newest others
-            del side.snaps[1]
+        if len(side.snaps) > MAX_STARTS:
+            # The fail side keeps the segment's first start (evidence of harm persists); the pass side
+            # keeps only the newest starts, so a pass rests on the last MAX_STARTS windows: good early
+            # windows cannot carry a canary that has drifted towards rollback since.
+            del side.snaps[1 if sign > 0 else 0]
         side.n += 1
         side.a += x * x / v
         side.b += x / v
