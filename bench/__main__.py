@@ -20,6 +20,7 @@ BENCHMARKS = {
     "webhook_latency": "webhook answer time with 50 analyses running, each hook every 10 s",
     "front_slow_clients": "/healthz and hook answer time with 200 connections held open that never finish",
     "report_render": "report page of a run at 10, 100 and 1000 windows: server-side time, page weight",
+    "store_footprint": "run store bytes per window and per run before and after compaction; a year projected",
     "runtime_footprint": "runtime image without TensorFlow: installed size, idle RSS of shadowgate serve",
 }
 

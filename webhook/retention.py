@@ -1,13 +1,27 @@
 """Retention: the store stops growing, and its size is on /metrics.
 
-A background thread, started by the app (create_app) and stopped with it:
+What goes when (bench/store_footprint.py measures what stays; README "Retention"):
 
-- every `server.prune_interval_s`, runs finished more than
-  `server.retention_days` ago are deleted with their windows, checks and
-  timeline (and runs nobody touched for that long: abandoned), and the raw
-  window data of runs finished more than `server.compact_after_days` ago is
-  dropped (verdicts and checks stay);
-- every minute, the store's size and row counts are read for /metrics.
+- raw window data (samples, probe pairs: the bulk of a window) of a run
+  that ended (succeeded/failed): at once when `server.compact_after_days`
+  is 0, the moment post-rollout finishes the run (the store compacts it:
+  SQLiteStore.compact_run), else that many days later. Each window keeps
+  its verdict and a small summary of its raw data, so the run's report
+  and the runs API read the same as before;
+- raw window data of a run still going: all but its newest
+  `keep_raw_windows` windows (a restart resumes from the stored gate
+  state, never from raw windows); once the run was untouched for
+  `STALE_AFTER_DAYS` (or compact_after_days, if longer: idle, or an Argo
+  run, which never gets a post-rollout), it is compacted as a finished run
+  is, its gate state kept (SQLiteStore.compact_stale);
+- whole runs: finished more than `server.retention_days` ago, with their
+  windows, checks and timeline (and runs nobody touched for that long:
+  abandoned).
+
+A background thread, started by the app (create_app) and stopped with it,
+prunes and compacts every `server.prune_interval_s` (catching what came
+after a run was compacted: a last window, the last hook calls), and reads
+the store's size and row counts every minute for /metrics.
 
 The metrics are served from the last reading, so a scrape never waits on
 the database: `shadowgate_store_bytes`, `shadowgate_store_free_bytes`,
@@ -31,6 +45,11 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
 STATS_INTERVAL_S = 60.0
+# Raw windows a live run keeps: the report reads the newest one's samples (histograms) and evidently's
+# drift report the newest 50 (reporting/drift.py MAX_WINDOWS); older windows are read from their summaries.
+KEEP_RAW_WINDOWS = 50
+# A run neither finished nor updated for this long (idle, or abandoned by its controller) loses its raw data.
+STALE_AFTER_DAYS = 1.0
 
 
 class StoreCollector(Collector):
@@ -59,26 +78,37 @@ class Pruner:
     """Prunes and compacts `store` on a timer in a daemon thread; `run_once()` does one pass now.
 
     retention_days: finished runs older than this are deleted (None: kept).
-    compact_after_days: raw data of runs finished longer ago is dropped.
+    compact_after_days: raw data of runs finished longer ago is dropped; 0: when the run finishes.
+    keep_raw_windows: raw windows a live run keeps (its newest; None: all).
     interval_s: seconds between passes; the first pass runs at start.
+
+    The store's own part (compaction at a run's end, the live bound) is set
+    here, from the same settings (SQLiteStore.set_raw_policy).
     """
 
     def __init__(self, store: Any, registry: CollectorRegistry | None, *, retention_days: float | None,
-                 compact_after_days: float, interval_s: float, clock: Callable[[], float] = time.time) -> None:
+                 compact_after_days: float, interval_s: float, keep_raw_windows: int | None = KEEP_RAW_WINDOWS,
+                 stale_after_days: float = STALE_AFTER_DAYS, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.retention_days = retention_days
         self.compact_after_days = compact_after_days
+        self.keep_raw_windows = keep_raw_windows
+        self.stale_after_days = max(stale_after_days, compact_after_days)
         self.interval_s = interval_s
         self.clock = clock
         self.last_stats: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.supported = all(hasattr(store, m) for m in ("prune", "compact", "stats"))
+        if hasattr(store, "set_raw_policy"):
+            store.set_raw_policy(compact_on_finish=compact_after_days == 0, keep_raw_windows=keep_raw_windows)
         self._registry = registry
         if registry is not None:
             self.pruned = Counter("shadowgate_store_pruned_runs", "Runs deleted by retention", registry=registry)
             self.compacted = Counter("shadowgate_store_compacted_windows",
-                                     "Windows whose raw data retention dropped", registry=registry)
+                                     "Windows whose raw data was dropped (at a run's end, by a live run's "
+                                     "bound or by a retention pass)", registry=registry)
+            self._counted = 0
             self.last_prune = Gauge("shadowgate_store_last_prune_timestamp_seconds",
                                     "When retention last finished a pass (unix seconds)", registry=registry)
             registry.register(StoreCollector(lambda: self.last_stats))
@@ -90,10 +120,11 @@ class Pruner:
         if self.retention_days is not None:
             pruned = self.store.prune(now - self.retention_days * DAY_S)
         compacted = self.store.compact(now - self.compact_after_days * DAY_S)
+        if hasattr(self.store, "compact_stale"):
+            compacted += self.store.compact_stale(now - self.stale_after_days * DAY_S)
         stats = self.refresh()
         if self._registry is not None:
             self.pruned.inc(pruned.get("runs", 0))
-            self.compacted.inc(compacted)
             self.last_prune.set(now)
         if pruned.get("runs") or compacted:
             log.info("retention: %d runs deleted (%s), %d windows compacted; store %.1f MB",
@@ -104,6 +135,11 @@ class Pruner:
     def refresh(self) -> dict[str, Any]:
         """Read the store's size and row counts for /metrics."""
         self.last_stats = self.store.stats()
+        if self._registry is not None:
+            total = getattr(self.store, "windows_compacted", None)
+            if isinstance(total, int) and total > self._counted:  # the store counts every window it compacts
+                self.compacted.inc(total - self._counted)
+                self._counted = total
         return self.last_stats
 
     def start(self) -> None:

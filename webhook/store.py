@@ -6,16 +6,41 @@ WAL journal (readers never wait for the writer), one connection guarded by
 a lock (the service is one process; writes are a few per window).
 
 Times are unix seconds (float).
+
+Footprint (bench/store_footprint.py measures it; README "Retention"):
+- a window's verdict is stored zlib-compressed (`pack_json`; rows written
+  before are JSON text, and `load_json` reads both);
+- raw window data (`data`: samples, probe pairs; tens of kB a window) is
+  what a live run needs, and only its newest windows: once dropped, a
+  window keeps a small `summary` instead (what a report reads of the raw
+  data: counts, latency quantiles, probe tallies, and for the newest load
+  window and the golden window the histograms; reporting.model.window_summary);
+- when a run ends (`compact_run`): every window's raw data is replaced by
+  its summary, the gate's run state is dropped (a finished run never
+  resumes), the checks table keeps its numbers but not the reasons (the
+  verdict has them) and the timeline is folded into one compressed row
+  (`timeline_archive`). What the runs API and the report show is unchanged;
+- a run not finished but untouched for long (`compact_stale`: idle, or an
+  Argo run, which never gets a post-rollout) is compacted the same way but
+  keeps its gate state (compressed), should it resume.
+`SQLiteStore.set_raw_policy` says when (webhook/retention.py sets it from
+the server's retention settings and runs the passes); by default nothing is
+dropped.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import sqlite3
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger(__name__)
 
 # A run's life: running (load on) -> idle (controller silent, load off;
 # resumes on the next call) -> promoted (confirm-promotion passed: load off,
@@ -57,6 +82,9 @@ class StoredWindow:
     ended_at: float
     verdict: dict[str, Any] | None
     data: bytes | None = None  # codec.encode_window bytes
+    # What a report reads of `data`, kept when `data` is dropped (reporting.model.window_summary); windows(
+    # with_data=True) returns it. Not named `summary`: that is the method below.
+    raw_summary: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         v = self.verdict or {}
@@ -108,6 +136,7 @@ CREATE TABLE IF NOT EXISTS windows (
     ended_at REAL NOT NULL,
     verdict TEXT,
     data BLOB,
+    summary BLOB,
     PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS checks (
@@ -131,7 +160,94 @@ CREATE TABLE IF NOT EXISTS timeline (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS timeline_by_run ON timeline (run_id, ts);
+CREATE TABLE IF NOT EXISTS timeline_archive (
+    run_id TEXT PRIMARY KEY,
+    events BLOB NOT NULL,
+    n INTEGER NOT NULL
+);
 """
+# timeline_archive.events: pack_json([[ts, kind, message, data], ...]) in (ts, rowid) order: the timeline of a
+# finished run folded into one row (compact_run); entries added later stay in `timeline` until the next pass.
+
+TABLES = ("runs", "windows", "checks", "timeline", "timeline_archive")
+
+
+# The preset dictionary of pack_json's format 1: a window's summary and stored verdict with every decimal
+# number written 0 (bench/store_footprint.py dictionary_text; 9630 bytes, zlib + base85 here). It halves a
+# verdict (11 kB of JSON: 2.3 kB with zlib alone, 1.1 kB with it) because keys, check names and the words of
+# the reasons repeat in every window. NEVER CHANGE IT: rows written with it need it to be read. A better one
+# is a new format byte (and this one stays for reading); tests/webhook/test_store_footprint.py pins its hash.
+_ZDICT = (
+    "c-rlmUvJws5Wv66K|oL!u~9jxlh{G~vORSeP&9oD3WJs?i!)8CBo#Xg{M~o_C&{VX+R2IztDj6#<neg-;~hyqBzMVV*iUjcr`jZw"
+    "holxuN_4Ggo=il|c|XaFvLCb|Gft-&XW2q0le8aO*s@YoYbJ$n&WIrDzS}XhY<Jv50am!8pKDYA+t1S!M^L4t!rECZPG=}l=C(5q"
+    "<it=XnF&KhZgutJs!=*!`bn#Cr#Oy9O_mj>R`Pg!wTY^IONI1@sbKq~q)N$|tv)0bVam7n6C(7Asvx$pbwL=nZLLu|EuoKM^AcTo"
+    "c6r%!icMFSO)n`pF8iYC;_JhU&1UnE$l7FbiR(j^v`+f&$IfC@O|e!IZ9m@BS%wZRYK~nLVk1QuGJz3fiW!y>4p~W&1Q5~y(J&*q"
+    "{ZW$h8OavVn^8ls`^n1*kSwbe$?hSAN}^%)HCQ_f+p@j}?+5&N63bI2GCMJa({=~~Yx_WntELK7i<&rNA==5LAY9`@bS5ji5LFB8"
+    "#-&`K39RusF45W4D(4D0%@}%lO3;p@ezIaBm#b+>2{$E5z>(NUlwe|xF1-EZgxjh7CMuX9yq(vOIgLJ>qg$0+x_!umu8V?Yj0)qW"
+    "5Kh!GNX$wi<`$LPhoFGdWr0Oh!D?tX7b;@t8iyyD6o!eK!r(1fuK+RN$H6GsIDypdQIsc$^LO+B3b~^yXPIdsh-Qo!G#+o<mMd8`"
+    "zJuFX>NjnlKnfUMr76rM&#6ERRvLQ4vlMb>4VDvO5QML>LO4|hTDi@awyD7hHLeA-`YU3XbY{_hISe-z+`Rwr(W-+Jqm?qVt&-m+"
+    ";C2oS!0!@YwUT4#O4|@(Az?*<n^t80i=Wp;5S(HeBSyy1;%Ptq)L^vr*{#u!536$(&XxPM3{UAD!WgG<EyNG8u8QRy6#MzKV@*us"
+    "BCJDfJ+8#p+dSai-Q58=yqew-UN?XXy24dVXY^i*eA;U6h~M-Zz`}k$h_CnKad5z^;FffabghxAH4=q_U>v~K-(_drrDna87u~WF"
+    "whJBDx~0XG6u6wj=Nd_6mJsV?=>17h`@aY8h*H!TxWg(z2LU>k;>HtDi-nLY0UDDa$^Q=wjk^q;U8dU*g@$iYG<q^cAvqrcQP{z5"
+    "q;(o~IRazUi49LDfumu%H%NA1C;pu56MA;y<TZPtySnveOvoj}?D;E@G)%iFoexLbD20Y^q4fHhC^ZL(gP7_#tT~7{j6#??-IWVZ"
+    "JIU}c<W6@azSBc8-`@Bw@z|ilDqh%Z=unH~9g%w;a`r}b2xh;1{Lnej!tHre?!y_D?Xm07JUASMfgP64)28i-EZNLxwGBz}mkMHA"
+    ">F_n;vrSZN`7sF*t!QDw<Nws%JGOHp6NTIYEZjrd<jC#y-~!xOcOq77R$FoK#|`}cCWRjAjXsvuU<i1xD7>-axj2Qp7%m{i^ZSaK"
+    "k_qrOHQYuQQ=(QS9<iaPXeE`QdEYTQN0*9u2ed`!{AE^h;4jQpkqQa-s(M9x7&~2^>ir1vMhy`8N()MO?qIR>1xda+z!XF^9`W@("
+    "kn$ZHs-jQ_mallWx=Q$$gHF796s^7oR+uxgl|BiqVCloi3gc-$@Q&MJ>m3!Eiop%uYXw%3vaDnSjc03gZraCamdoO~IQ`YZsUyCW"
+    "OF5^4GII~7k2SGc+IZE0D$sG{>R;!I%oU|e`{HpBSw0pugI$K~on2nNLancXa4uJP%YXX@u2T27^el)TB|lwSgk;e^9{5*0H;K!H"
+    "7__L5O~=6WLjYo;s?9W4tT>RH^H;+Q?=EmMFrD#wDKIoySzzDdoCg&R-htWu7B#BIY}8xmm)Eeut3wn3<4H)C&t%QP)w0$Ifra)N"
+    "&`oy?O$U*+&vB|bJ-Yup=x2XR*nZ=UPo@v;Q>iWQK47-`wGY2L0>P@hcYdaLl4>6zkxqn$>G)*3!c)Aa_-#fD=>YMT4}V68JvH%`"
+    "+O5deq5126b$4ACu)lE8V;@=V;y)=rS-Hmmop+RLumAr|EyI6sKU1?WE;O!TgUb0B-1!sXco{k7{NrWhco{ifMvj+}<7MP{899>m"
+    "l*`Cw^A9kcn?("
+    )
+ZDICT_V1 = zlib.decompress(base64.b85decode("".join(_ZDICT)))
+_FORMAT_V1 = b"\x01"  # then raw deflate with ZDICT_V1. A plain zlib stream starts with 0x78 and is read too.
+
+
+def pack_json(obj: Any) -> bytes:
+    """How window verdicts, summaries and archived timelines are stored: compact JSON, deflated with a preset
+    dictionary (format 1)."""
+    co = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=ZDICT_V1)
+    return _FORMAT_V1 + co.compress(json.dumps(obj, separators=(",", ":")).encode()) + co.flush()
+
+
+def load_json(value: Any) -> Any:
+    """A stored JSON value: `pack_json` bytes, or JSON text (rows written before compression); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        b = bytes(value)
+        if b[:1] == _FORMAT_V1:
+            do = zlib.decompressobj(-15, zdict=ZDICT_V1)
+            return json.loads(do.decompress(b[1:]) + do.flush())
+        return json.loads(zlib.decompress(b))
+    return json.loads(value) if value else None
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def read_timeline(db: sqlite3.Connection, run_id: str, limit: int, archive: bool = True) -> list[dict[str, Any]]:
+    """A run's timeline, oldest first: its archived entries (if `archive`) and its rows, at most `limit`.
+
+    Shared by the store and the reports' read-only connection (reporting.source)."""
+    rows = db.execute("SELECT ts, kind, message, data FROM timeline WHERE run_id = ? ORDER BY ts, rowid LIMIT ?",
+                      (run_id, int(limit))).fetchall()
+    events = [{"ts": r[0], "kind": r[1], "message": r[2], "data": json.loads(r[3]) if r[3] else None} for r in rows]
+    row = db.execute("SELECT events FROM timeline_archive WHERE run_id = ?", (run_id,)).fetchone() if archive else None
+    if row is None:
+        return events
+    old = [{"ts": e[0], "kind": e[1], "message": e[2], "data": e[3]} for e in load_json(row[0])]
+    merged = old + events
+    merged.sort(key=lambda e: e["ts"])  # stable: archived entries first at equal times, as their rowids were
+    return merged[:int(limit)]
+
+
+def _default_summarizer(data: bytes, *, seq: int, figures: bool) -> dict[str, Any]:
+    from .reporting.model import window_summary  # the report defines what it reads; imported when first needed
+
+    return window_summary(data, seq=seq, figures=figures)
 
 
 def _num(v: Any) -> float | None:
@@ -144,9 +260,14 @@ def _num(v: Any) -> float | None:
 class SQLiteStore:
     """The default store: one SQLite file in WAL mode."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, summarize: Callable[..., dict[str, Any]] | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # What to drop and when (set_raw_policy): by default every window keeps its raw data.
+        self.compact_on_finish = False
+        self.keep_raw_windows: int | None = None
+        self.windows_compacted = 0  # windows whose raw data this store dropped since it opened
+        self._summarize = summarize or _default_summarizer
         # One connection shared by the hook threads and the session loop; the
         # lock serialises use, which SQLite would do for writes anyway.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
@@ -159,6 +280,28 @@ class SQLiteStore:
             cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
             if "state" not in cols:  # stores written before the gate kept its run state
                 self._db.execute("ALTER TABLE runs ADD COLUMN state TEXT")
+            if "compacted_at" not in cols:  # stores written before compaction at the end of a run
+                self._db.execute("ALTER TABLE runs ADD COLUMN compacted_at REAL")
+            if "summary" not in {r[1] for r in self._db.execute("PRAGMA table_info(windows)")}:
+                self._db.execute("ALTER TABLE windows ADD COLUMN summary BLOB")
+            # compacted_at: when compact_run (or the stale pass) last left the run with nothing to drop; any
+            # write to the run clears it. Retention looks for the runs without it through this index only.
+            self._db.execute("CREATE INDEX IF NOT EXISTS runs_to_compact ON runs (updated_at)"
+                             " WHERE compacted_at IS NULL")
+
+    def set_raw_policy(self, *, compact_on_finish: bool, keep_raw_windows: int | None) -> None:
+        """When raw window data goes (webhook/retention.py sets this from the server's settings).
+
+        compact_on_finish: a run is compacted (compact_run) as soon as its status becomes succeeded or
+        failed, and again when a window arrives after that.
+        keep_raw_windows: a run still going (with a stored gate state, so a restart never replays its
+        windows) keeps the raw data of its newest this many windows; older ones keep their summary.
+        None keeps all.
+        """
+        if keep_raw_windows is not None and keep_raw_windows < 1:
+            raise ValueError("keep_raw_windows: at least 1 (the newest window's figures), or None")
+        self.compact_on_finish = bool(compact_on_finish)
+        self.keep_raw_windows = keep_raw_windows
 
     # -- runs
 
@@ -178,7 +321,7 @@ class SQLiteStore:
             name=row["name"], revision=row["revision"], attempt=row["attempt"], status=row["status"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             verdict=json.loads(row["verdict"]) if row["verdict"] else None, windows=row["nwin"],
-            state=json.loads(row["state"]) if row["state"] else None,
+            state=load_json(row["state"]) if row["state"] else None,  # packed once a stale run was compacted
         )
 
     _SELECT = ("SELECT r.*, (SELECT COUNT(*) FROM windows w WHERE w.run_id = r.id) AS nwin FROM runs r")
@@ -213,7 +356,7 @@ class SQLiteStore:
 
     def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None,
                    state: dict[str, Any] | None = None) -> None:
-        sets, args = ["updated_at = ?"], [time.time()]
+        sets, args = ["updated_at = ?", "compacted_at = NULL"], [time.time()]
         if state is not None:
             sets.append("state = ?")
             args.append(json.dumps(state))
@@ -228,19 +371,23 @@ class SQLiteStore:
         args.append(run_id)
         with self._lock:
             self._db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", args)
+        if status in FINAL_STATUSES and self.compact_on_finish:
+            self._compact_quietly(run_id)
 
     # -- windows and their checks
 
     def add_window(self, window: StoredWindow) -> None:
         checks = (window.verdict or {}).get("checks") or []
+        verdict = pack_json(window.verdict) if window.verdict is not None else None
+        summary = pack_json(window.raw_summary) if window.raw_summary is not None else None
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO windows (run_id, seq, kind, started_at, ended_at, verdict, data)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (window.run_id, window.seq, window.kind, window.started_at, window.ended_at,
-                     json.dumps(window.verdict) if window.verdict is not None else None, window.data),
+                    "INSERT OR REPLACE INTO windows (run_id, seq, kind, started_at, ended_at, verdict, data, summary)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (window.run_id, window.seq, window.kind, window.started_at, window.ended_at, verdict,
+                     window.data, summary),
                 )
                 for c in checks:
                     if not isinstance(c, dict) or "name" not in c:
@@ -252,20 +399,35 @@ class SQLiteStore:
                          _num(c.get("canary")), _num(c.get("difference")), _num(c.get("p_value")),
                          int(bool(c.get("critical"))), c.get("reason")),
                     )
-                self._db.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (time.time(), window.run_id))
+                self._db.execute("UPDATE runs SET updated_at = ?, compacted_at = NULL WHERE id = ?",
+                                 (time.time(), window.run_id))
+                row = self._db.execute("SELECT status, state IS NOT NULL FROM runs WHERE id = ?",
+                                       (window.run_id,)).fetchone()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        if row is None or window.data is None:
+            return
+        if row[0] in FINAL_STATUSES:
+            if self.compact_on_finish:  # a window closed while the run was being finished
+                self._compact_quietly(window.run_id)
+        elif self.keep_raw_windows is not None and row[1]:
+            try:
+                self._drop_raw(window.run_id, keep=self.keep_raw_windows)
+            except Exception:  # never the window's cost: the next retention pass tries again
+                log.exception("run %s: dropping raw data of older windows", window.run_id)
 
     def windows(self, run_id: str, with_data: bool = False) -> list[StoredWindow]:
-        cols = "run_id, seq, kind, started_at, ended_at, verdict" + (", data" if with_data else "")
+        """The run's windows in order; with_data: with their raw data and summaries."""
+        cols = "run_id, seq, kind, started_at, ended_at, verdict" + (", data, summary" if with_data else "")
         with self._lock:
             rows = self._db.execute(f"SELECT {cols} FROM windows WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
         return [
             StoredWindow(run_id=r["run_id"], seq=r["seq"], kind=r["kind"], started_at=r["started_at"],
-                         ended_at=r["ended_at"], verdict=json.loads(r["verdict"]) if r["verdict"] else None,
-                         data=bytes(r["data"]) if with_data and r["data"] is not None else None)
+                         ended_at=r["ended_at"], verdict=load_json(r["verdict"]),
+                         data=bytes(r["data"]) if with_data and r["data"] is not None else None,
+                         raw_summary=load_json(r["summary"]) if with_data else None)
             for r in rows
         ]
 
@@ -279,14 +441,13 @@ class SQLiteStore:
                 (run_id, time.time() if ts is None else ts, kind, message,
                  json.dumps(data) if data else None),
             )
+            # An entry after the run was compacted: the next retention pass folds it into the archive.
+            self._db.execute("UPDATE runs SET compacted_at = NULL WHERE id = ? AND compacted_at IS NOT NULL",
+                             (run_id,))
 
     def timeline(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT ts, kind, message, data FROM timeline WHERE run_id = ? ORDER BY ts, rowid LIMIT ?",
-                (run_id, int(limit))).fetchall()
-        return [{"ts": r["ts"], "kind": r["kind"], "message": r["message"],
-                 "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+            return read_timeline(self._db, run_id, limit)
 
     # -- operations
 
@@ -298,6 +459,135 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- compaction: raw window data replaced by summaries
+
+    def _summaries(self, run_id: str, rows: list[tuple[int, str, bytes]],
+                   figures_for: set[int]) -> list[tuple[int, int, bytes]]:
+        """(seq, length of the raw data, packed summary) of raw windows `rows` (seq, kind, data), computed
+        without the lock. Windows in `figures_for` and golden windows keep their figures too."""
+        out = []
+        for seq, kind, data in rows:
+            try:
+                summary = self._summarize(data, seq=seq, figures=seq in figures_for or kind == "golden")
+            except Exception as exc:  # a damaged blob: its figures were lost already
+                summary = {"v": 1, "digest": None, "error": f"{exc.__class__.__name__}: {exc}"}
+            out.append((seq, len(data), pack_json(summary)))
+        return out
+
+    def _write_summaries(self, run_id: str, done: list[tuple[int, int, bytes]]) -> int:
+        """Replace raw data by summaries (the lock held, in a transaction); returns the windows changed."""
+        n = 0
+        for seq, size, summary in done:
+            cur = self._db.execute("UPDATE windows SET summary = ?, data = NULL WHERE run_id = ? AND seq = ?"
+                                   " AND length(data) = ?", (summary, run_id, seq, size))
+            n += max(cur.rowcount, 0)
+        return n
+
+    def _raw_rows(self, run_id: str, below: int | None = None) -> tuple[list[tuple[int, str, bytes]], int | None]:
+        """The run's windows with raw data (all, or those with seq <= below) and its newest load window."""
+        sql = "SELECT seq, kind, data FROM windows WHERE run_id = ? AND typeof(data) = 'blob'"
+        args: list[Any] = [run_id]
+        if below is not None:
+            sql += " AND seq <= ?"
+            args.append(below)
+        rows = [(r[0], r[1], bytes(r[2])) for r in self._db.execute(sql + " ORDER BY seq", args)]
+        newest = self._db.execute("SELECT MAX(seq) FROM windows WHERE run_id = ? AND kind != 'golden'",
+                                  (run_id,)).fetchone()[0]
+        return rows, newest
+
+    def _drop_raw(self, run_id: str, keep: int) -> int:
+        """Summarise and drop the raw data of the run's windows but its newest `keep`; returns how many."""
+        with self._lock:
+            top = self._db.execute("SELECT MAX(seq) FROM windows WHERE run_id = ?", (run_id,)).fetchone()[0]
+            if top is None:
+                rows, newest = [], None
+            else:
+                rows, newest = self._raw_rows(run_id, top - keep)
+        done = self._summaries(run_id, rows, {newest} if newest is not None else set())
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                n = self._write_summaries(run_id, done)
+                self._db.execute("COMMIT")
+                self.windows_compacted += n
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def compact_run(self, run_id: str) -> int:
+        """Compact one finished run (a run still going is left alone); returns the windows whose raw data went.
+
+        Every window's raw data is replaced by its summary (the figures a report reads of it), verdicts
+        stored as text are compressed, the gate's run state is dropped (a finished run never resumes),
+        the checks table loses its reasons (the windows' verdicts keep them) and the timeline is folded
+        into `timeline_archive`. The runs API and the run's report read the same afterwards; only
+        recomputing verdicts from raw samples, and evidently's drift report, need the raw data.
+        """
+        return self._compact(run_id, finished=True)
+
+    def _compact(self, run_id: str, finished: bool) -> int:
+        """compact_run (finished), or the same for a run not finished that may resume: its state is kept,
+        compressed (get_run reads it back whole)."""
+        final = ",".join("?" * len(FINAL_STATUSES))
+        with self._lock:
+            run = self._db.execute("SELECT status, updated_at, state FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if run is None or (run[0] in FINAL_STATUSES) != finished or (not finished and run[2] is None):
+                return 0
+            rows, newest = self._raw_rows(run_id)
+            texts = [(r[0], r[1]) for r in self._db.execute(
+                "SELECT seq, verdict FROM windows WHERE run_id = ? AND typeof(verdict) = 'text'", (run_id,))]
+        done = self._summaries(run_id, rows, {newest} if newest is not None else set())
+        packed = [(seq, text, pack_json(json.loads(text))) for seq, text in texts]
+        state = None if finished or not isinstance(run[2], str) else pack_json(json.loads(run[2]))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                n = self._write_summaries(run_id, done)
+                for seq, text, blob in packed:
+                    self._db.execute("UPDATE windows SET verdict = ? WHERE run_id = ? AND seq = ? AND verdict = ?",
+                                     (blob, run_id, seq, text))
+                self._db.execute("UPDATE checks SET reason = NULL WHERE run_id = ? AND reason IS NOT NULL",
+                                 (run_id,))
+                self._archive_timeline(run_id)
+                # The run is marked (and its state dropped or packed) only if nothing wrote it since it was
+                # read above: a session storing a last state clears compacted_at, and the next pass comes back.
+                if finished:
+                    self._db.execute(f"UPDATE runs SET state = NULL, compacted_at = ? WHERE id = ? AND updated_at = ?"
+                                     f" AND status IN ({final})", (time.time(), run_id, run[1], *FINAL_STATUSES))
+                else:
+                    self._db.execute("UPDATE runs SET state = COALESCE(?, state), compacted_at = ? WHERE id = ?"
+                                     " AND updated_at = ?", (state, time.time(), run_id, run[1]))
+                self._db.execute("COMMIT")
+                self.windows_compacted += n
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def _archive_timeline(self, run_id: str) -> None:
+        """Fold the run's timeline rows into its archive row (the lock held, in a transaction)."""
+        rows = self._db.execute("SELECT rowid, ts, kind, message, data FROM timeline WHERE run_id = ?"
+                                " ORDER BY ts, rowid", (run_id,)).fetchall()
+        if not rows:
+            return
+        old = self._db.execute("SELECT events FROM timeline_archive WHERE run_id = ?", (run_id,)).fetchone()
+        events = load_json(old[0]) if old else []
+        events += [[r[1], r[2], r[3], json.loads(r[4]) if r[4] else None] for r in rows]
+        events.sort(key=lambda e: e[0])
+        self._db.execute("INSERT OR REPLACE INTO timeline_archive (run_id, events, n) VALUES (?,?,?)",
+                         (run_id, pack_json(events), len(events)))
+        ids = [r[0] for r in rows]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self._db.execute(f"DELETE FROM timeline WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+
+    def _compact_quietly(self, run_id: str) -> None:
+        try:
+            self.compact_run(run_id)
+        except Exception:  # never the caller's cost: the next retention pass tries again
+            log.exception("run %s: compaction at the end of the run failed", run_id)
 
     # -- retention (webhook/retention.py calls these from its background thread)
 
@@ -311,7 +601,7 @@ class SQLiteStore:
         `batch` runs so hooks never wait long for the store's lock.
         Returns the rows deleted per table.
         """
-        deleted = {"runs": 0, "windows": 0, "checks": 0, "timeline": 0}
+        deleted = {t: 0 for t in TABLES}
         while True:
             with self._lock:
                 ids = [r["id"] for r in self._db.execute(
@@ -322,7 +612,7 @@ class SQLiteStore:
                 marks = ",".join("?" * len(ids))
                 self._db.execute("BEGIN")
                 try:
-                    for table in ("timeline", "checks", "windows"):
+                    for table in ("timeline", "timeline_archive", "checks", "windows"):
                         cur = self._db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
                         deleted[table] += max(cur.rowcount, 0)
                     cur = self._db.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
@@ -334,27 +624,44 @@ class SQLiteStore:
             if len(ids) < batch:
                 return deleted
 
-    def compact(self, before: float, batch: int = 500) -> int:
-        """Drop the raw data (samples, probe pairs) of windows of runs finished before `before` (unix s).
-
-        The windows keep their verdicts and the checks table its numbers, so
-        a finished run still reads the same in the runs API; only
-        recomputing its verdicts from raw samples is no longer possible.
-        Returns the number of windows compacted.
-        """
-        final = ",".join("?" * len(FINAL_STATUSES))
-        total = 0
+    def _to_compact(self, sql: str, args: tuple, batch: int, fn: Callable[[str], int]) -> int:
+        """fn(run_id) for each run that `sql` selects (runs not compacted), `batch` at a time; sum of fn."""
+        total, seen = 0, set()
         while True:
             with self._lock:
-                cur = self._db.execute(
-                    "UPDATE windows SET data = NULL WHERE rowid IN ("
-                    " SELECT w.rowid FROM windows w JOIN runs r ON r.id = w.run_id"
-                    f" WHERE r.status IN ({final}) AND r.updated_at < ? AND w.data IS NOT NULL LIMIT ?)",
-                    (*FINAL_STATUSES, before, int(batch)))
-                n = max(cur.rowcount, 0)
-            total += n
-            if n < batch:
+                ids = [r[0] for r in self._db.execute(sql + " ORDER BY updated_at LIMIT ?", (*args, int(batch)))]
+            fresh = [i for i in ids if i not in seen]
+            for run_id in fresh:
+                total += fn(run_id)
+            seen.update(fresh)
+            if len(ids) < batch or not fresh:
                 return total
+
+    def compact(self, before: float, batch: int = 100) -> int:
+        """Compact (compact_run) the runs finished before `before` (unix s) that are not yet.
+
+        Also picks up what came after a run's compaction at its end: a
+        window closed while it was being finished, the last hook calls in
+        its timeline. Returns the number of windows whose raw data went.
+        """
+        final = ",".join("?" * len(FINAL_STATUSES))
+        return self._to_compact(f"SELECT id FROM runs WHERE compacted_at IS NULL AND updated_at < ?"
+                                f" AND status IN ({final})", (before, *FINAL_STATUSES), batch, self.compact_run)
+
+    def compact_stale(self, before: float, batch: int = 100) -> int:
+        """Compact runs not finished but untouched since `before` (unix s), keeping their gate state.
+
+        Idle runs (an Argo run never gets a post-rollout: it ends idle),
+        runs promoted whose post-rollout never came, abandoned ones: as
+        compact_run, but the state stays (compressed), for an idle run
+        resumes from it, never from raw windows; runs without a state are
+        left alone (they would replay theirs). Returns the number of windows
+        whose raw data went.
+        """
+        final = ",".join("?" * len(FINAL_STATUSES))
+        return self._to_compact(f"SELECT id FROM runs WHERE compacted_at IS NULL AND updated_at < ?"
+                                f" AND status NOT IN ({final}) AND state IS NOT NULL", (before, *FINAL_STATUSES),
+                                batch, lambda run_id: self._compact(run_id, finished=False))
 
     def stats(self) -> dict[str, Any]:
         """Size and row counts: {"bytes": database + WAL file (bytes), "free_bytes": pages SQLite will reuse,
@@ -365,8 +672,7 @@ class SQLiteStore:
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-            rows = {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("runs", "windows", "checks", "timeline")}
+            rows = {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
             raw = self._db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM windows").fetchone()[0]
         size = pages * page_size
         if self.path != ":memory:":

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.webhook.scripted import window
 from webhook.codec import encode_window
 from webhook.config import ConfigError, load_settings
-from webhook.retention import DAY_S, Pruner
+from webhook.retention import DAY_S, KEEP_RAW_WINDOWS, Pruner
 from webhook.store import RunRecord, SQLiteStore, StoredWindow
 
 VERDICT = {"outcome": "pass", "passed": True, "checks": [
@@ -51,12 +51,12 @@ def test_finished_runs_older_than_retention_go_with_everything_they_own(store):
 
     deleted = store.prune(time.time() - 30 * DAY_S)
 
-    assert deleted == {"runs": 3, "windows": 6, "checks": 6, "timeline": 3}
+    assert deleted == {"runs": 3, "windows": 6, "checks": 6, "timeline": 3, "timeline_archive": 0}
     for gone in (old_done, old_failed, abandoned):
         assert store.get_run(gone) is None and store.windows(gone) == [] and store.timeline(gone) == []
     for kept in (recent_done, live):
         assert store.get_run(kept).windows == 2 and store.timeline(kept)
-    assert store.stats()["rows"] == {"runs": 2, "windows": 4, "checks": 4, "timeline": 2}
+    assert store.stats()["rows"] == {"runs": 2, "windows": 4, "checks": 4, "timeline": 2, "timeline_archive": 0}
 
 
 def test_pruning_works_in_batches(store):
@@ -87,7 +87,7 @@ def test_stats_report_size_and_rows(store, tmp_path):
     empty = store.stats()
     _run(store, 1, "running", age_days=0, windows=3)
     stats = store.stats()
-    assert stats["rows"] == {"runs": 1, "windows": 3, "checks": 3, "timeline": 1}
+    assert stats["rows"] == {"runs": 1, "windows": 3, "checks": 3, "timeline": 1, "timeline_archive": 0}
     assert stats["bytes"] > empty["bytes"] > 0
     assert stats["raw_bytes"] > 0 and stats["free_bytes"] >= 0
 
@@ -109,6 +109,27 @@ def test_the_pruner_exports_the_store_and_counts_what_it_removed(store):
     assert value("shadowgate_store_rows", {"table": "windows"}) == 4
     assert value("shadowgate_store_bytes") > 0 and value("shadowgate_store_raw_bytes") > 0
     assert value("shadowgate_store_last_prune_timestamp_seconds") == pytest.approx(time.time(), abs=60)
+
+
+def test_the_pruner_sets_when_the_store_drops_raw_data(store):
+    Pruner(store, None, retention_days=365, compact_after_days=0, interval_s=3600)
+    assert store.compact_on_finish and store.keep_raw_windows == KEEP_RAW_WINDOWS
+    Pruner(store, None, retention_days=365, compact_after_days=7, interval_s=3600, keep_raw_windows=None)
+    assert not store.compact_on_finish and store.keep_raw_windows is None
+
+
+def test_compact_after_days_0_compacts_a_run_when_it_finishes_and_counts_it(store):
+    registry = CollectorRegistry()
+    pruner = Pruner(store, registry, retention_days=365, compact_after_days=0, interval_s=3600)
+    live = _run(store, 1, "running", age_days=0)
+    done = _run(store, 2, "succeeded", age_days=0)  # post-rollout: the status is stored, the run compacted
+    ws = store.windows(done, with_data=True)
+    assert [w.data for w in ws] == [None, None] and all(w.raw_summary["digest"] for w in ws)
+    assert ws[0].verdict == VERDICT and store.get_run(done).windows == 2 and store.timeline(done)
+    assert all(w.data for w in store.windows(live, with_data=True))
+    pruner.refresh()
+    assert registry.get_sample_value("shadowgate_store_compacted_windows_total") == 2
+    assert pruner.run_once()["compacted"] == 0  # nothing left for the pass
 
 
 def test_retention_days_null_keeps_every_run(store):
@@ -151,7 +172,7 @@ def test_bad_retention_settings_name_the_field(config_dict, tmp_path, server, fi
 
 def test_retention_defaults(config_dict, tmp_path):
     srv = load_settings(config_dict, tmp_path).server
-    assert (srv.retention_days, srv.compact_after_days, srv.prune_interval_s) == (30.0, 7.0, 3600.0)
+    assert (srv.retention_days, srv.compact_after_days, srv.prune_interval_s) == (365.0, 0.0, 3600.0)
     config_dict["server"]["retention_days"] = None
     assert load_settings(config_dict, tmp_path).server.retention_days is None
 

@@ -218,7 +218,9 @@ def _facts(rep: dict[str, Any], drift_kinds: list[tuple[str, str]] | None, base:
              ("status", _badge(run["status"])), ("started", e(fmt_time(run["started_at"]))),
              ("last update", e(fmt_time(run["updated_at"]))), ("duration", e(fmt_duration(run["duration_s"]))),
              ("windows", f"{w['total']}" + (f" ({w['without_data']} without raw data: compacted)"
-                                             if w["without_data"] else ""))]
+                                             if w["without_data"] else "")
+              + (f" ({w['summarized']} without raw data: compacted; their figures from the summaries kept)"
+                 if w.get("summarized") else ""))]
     if run.get("url"):
         facts.append(("report link", f'<a href="{e(run["url"])}">{e(run["url"])}</a>'))
     links = []

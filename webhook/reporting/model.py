@@ -7,7 +7,10 @@ Sources, all from the store (reporting.source):
   figures (analyses.gate.WindowReport: "window" in the stored verdict): the
   evidence over time;
 - per window, the raw data (webhook.codec): latency samples, load asked
-  and sent, late sends, errors by status code, probe pairs, scores;
+  and sent, late sends, errors by status code, probe pairs, scores; once
+  the raw data is dropped (a finished run, a live run's older windows:
+  webhook/store.py), the summary of it the store kept instead
+  (`window_summary`: the same figures);
 - the timeline: hook calls with their answers, Flagger events, sessions.
 
 Cost: the per-window series are read for at most `MAX_WINDOWS` windows
@@ -285,13 +288,42 @@ def _raw_digest(data: bytes) -> dict[str, Any]:
     return out
 
 
+SUMMARY_VERSION = 1
+
+
+def window_summary(data: bytes, *, seq: int, figures: bool = False) -> dict[str, Any]:
+    """What a report reads of one window's raw data, kept by the store when it drops the data.
+
+    {"v": 1, "digest": the window's figures (_raw_digest: counts, latency
+    quantiles, probe tallies; about 0.7 kB of JSON), "figures": the
+    histograms and score distributions (_newest_figures, about 2 kB) when
+    `figures` (the store asks for them for the run's newest load window and
+    its golden window: the only ones a report draws them of)}.
+    """
+    out: dict[str, Any] = {"v": SUMMARY_VERSION}
+    try:
+        out["digest"] = _raw_digest(data)
+    except Exception as exc:  # as _digest: a damaged blob costs its figures
+        out["digest"] = None
+        out["error"] = f"{exc.__class__.__name__}: {exc}"
+    if figures:
+        try:
+            out["figures"] = _newest_figures(seq, data)
+        except Exception:
+            out["figures"] = {}
+    return out
+
+
 def is_gated(check: dict) -> bool:
     """A check of the gate (it has thresholds), not a drift report (never gating)."""
     return check.get("verdict") != "info" and (check.get("fail_at") is not None or check.get("alert") is not None)
 
 
-def _digest(row: WindowRow, verdict: dict | None, data: bytes | None) -> dict[str, Any]:
-    """What the report needs of one window: small (about 1 kB), so many can be cached."""
+def _digest(row: WindowRow, verdict: dict | None, data: bytes | None,
+            summary: dict | None = None) -> dict[str, Any]:
+    """What the report needs of one window: small (about 1 kB), so many can be cached.
+
+    The raw-data figures come from `data`, or from `summary` (window_summary) once the data is dropped."""
     v = verdict or {}
     rep = v.get("window") or {}
     wchecks = rep.get("checks") or {}
@@ -323,6 +355,10 @@ def _digest(row: WindowRow, verdict: dict | None, data: bytes | None) -> dict[st
         except Exception as exc:  # a damaged blob costs its figures, never the page
             d["raw"] = None
             d["raw_error"] = f"{exc.__class__.__name__}: {exc}"
+    elif summary is not None:
+        d["raw"] = summary.get("digest")
+        if summary.get("error"):
+            d["raw_error"] = summary["error"]
     return d
 
 
@@ -592,17 +628,20 @@ def _read(source: ReportSource, run_id: str, rows: dict[int, WindowRow], seqs: l
     """Digests of windows `seqs` (with their raw data when `raw`), from the cache or the store."""
     out: dict[int, dict] = {}
     missing = []
+    # A digest from the raw data and one from its summary are the same: one cache entry serves both.
     for seq in seqs:
         w = rows[seq]
-        hit = cache.get((run_id, seq, w.ended_at, raw and w.has_data))
+        hit = cache.get((run_id, seq, w.ended_at, raw and w.has_raw))
         if hit is not None:
             out[seq] = hit
         else:
             missing.append(seq)
-    for seq, (wv, data) in source.windows(run_id, missing, with_data=raw).items():
+    stored = source.windows(run_id, missing, with_data=raw)
+    summaries = source.summaries(run_id, [s for s, (_, data) in stored.items() if data is None]) if raw else {}
+    for seq, (wv, data) in stored.items():
         w = rows[seq]
-        out[seq] = _digest(w, wv, data if raw else None)
-        cache.put((run_id, seq, w.ended_at, raw and w.has_data), out[seq])
+        out[seq] = _digest(w, wv, data if raw else None, summaries.get(seq))
+        cache.put((run_id, seq, w.ended_at, raw and w.has_raw), out[seq])
     return out
 
 
@@ -612,14 +651,20 @@ def _newest(source: ReportSource, run_id: str, index: list[WindowRow]) -> dict[s
     newest: dict[str, Any] = {}
     for golden in (False, True):
         for w in reversed(index):
-            if not w.has_data or (w.kind == "golden") != golden:
+            if not w.has_raw or (w.kind == "golden") != golden:
                 continue
             got = source.windows(run_id, [w.seq], with_data=True).get(w.seq)
+            fig: dict[str, Any] | None = None
             if got and got[1] is not None:
                 try:
                     fig = _newest_figures(w.seq, got[1])
                 except Exception:
                     fig = {}
+            else:  # raw data dropped: the figures the store kept (a copy: `newest` is changed below)
+                summary = source.summaries(run_id, [w.seq]).get(w.seq)
+                if summary is not None:
+                    fig = dict(summary.get("figures") or {})
+            if fig is not None:
                 if not golden:
                     newest = fig
                 else:
@@ -657,7 +702,7 @@ def build_report(source: ReportSource, run_id: str, *, live: bool = False, cache
     keep = {c.get("decided_at") for c in verdict.get("checks") or [] if c.get("decided_at")}
     if verdict.get("decided_at"):
         keep.add(verdict["decided_at"])
-    raw_seqs = select_windows([w.seq for w in index if w.has_data], keep, max_raw_windows)
+    raw_seqs = select_windows([w.seq for w in index if w.has_raw], keep, max_raw_windows)
     chosen = sorted(set(select_windows(seqs, keep, max_windows)) | set(raw_seqs))
     raw_digests = _read(source, run_id, rows, raw_seqs, True, cache)
     rest = [s for s in chosen if s not in raw_digests]
@@ -687,8 +732,10 @@ def build_report(source: ReportSource, run_id: str, *, live: bool = False, cache
         "checks": json_safe(final_checks),
         "drift": json_safe(drift_checks),
         "windows": {"total": len(index), "read": len(ordered), "raw_read": len(raw["seq"]),
-                    "thinned": len(ordered) < len(index) or len(raw["seq"]) < sum(w.has_data for w in index),
-                    "without_data": sum(1 for w in index if not w.has_data), "table": table},
+                    "thinned": len(ordered) < len(index) or len(raw["seq"]) < sum(w.has_raw for w in index),
+                    # windows whose raw-data figures are gone (dropped before summaries were kept)
+                    "without_data": sum(1 for w in index if not w.has_raw),
+                    "summarized": sum(1 for w in index if w.has_summary and not w.has_data), "table": table},
         # Plain floats and ints already (from JSON and numpy .tolist()): no json_safe pass over them.
         "series": series,
         "raw": raw,

@@ -1,9 +1,11 @@
 """What a report reads from the store, and only what it needs.
 
-A run of 1000 windows keeps about 10 MB of verdict JSON and 70 MB of raw
-window data; a report reads the small index of every window and the
-verdicts and data of the windows it shows (see model.select_windows), so
-its cost does not grow with the run's length.
+A run of 1000 windows keeps about 10 MB of verdict JSON (stored
+compressed) and 70 MB of raw window data (a finished run, and a live
+run's older windows, keep a summary of it instead: store.py); a report
+reads the small index of every window and the verdicts and data (or
+summaries) of the windows it shows (see model.select_windows), so its
+cost does not grow with the run's length.
 
 With the SQLite store the reads go through a read-only connection of their
 own (WAL: readers never wait for the service's writer, and never make it
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..store import RunRecord, Store
+from ..store import RunRecord, Store, has_table, load_json, read_timeline
 
 
 @dataclass
@@ -33,6 +35,12 @@ class WindowRow:
     started_at: float
     ended_at: float
     has_data: bool
+    has_summary: bool = False  # its raw data was dropped and a summary of it kept (store.compact_run)
+
+    @property
+    def has_raw(self) -> bool:
+        """The report has its raw-data figures: from the raw data or from its summary."""
+        return self.has_data or self.has_summary
 
 
 @dataclass
@@ -66,6 +74,7 @@ class ReportSource:
         self.path = str(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._schema: dict[str, bool] = {}  # what the file has (an older store may lack summaries)
 
     # ------------------------------------------------------------ connection
 
@@ -88,6 +97,18 @@ class ReportSource:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                self._schema.clear()
+
+    def _has(self, what: str) -> bool:
+        """The file has `what` ("summary": windows.summary, "archive": timeline_archive); a yes is kept,
+        a no asked again (the service may upgrade the file while this reads it). The lock is held."""
+        if not self._schema.get(what):
+            db = self._conn()
+            if what == "summary":
+                self._schema[what] = "summary" in {r[1] for r in db.execute("PRAGMA table_info(windows)")}
+            else:
+                self._schema[what] = has_table(db, "timeline_archive")
+        return self._schema[what]
 
     @property
     def direct(self) -> bool:
@@ -143,9 +164,12 @@ class ReportSource:
             return [WindowRow(w.seq, w.kind, w.started_at, w.ended_at, True)
                     for w in self.store.windows(run_id)]
         # typeof() reads the record header only; `data IS NOT NULL` would read the whole blob.
-        rows = self._query("SELECT seq, kind, started_at, ended_at, typeof(data) AS t FROM windows"
-                           " WHERE run_id = ? ORDER BY seq", (run_id,))
-        return [WindowRow(r["seq"], r["kind"], r["started_at"], r["ended_at"], r["t"] == "blob") for r in rows]
+        with self._lock:
+            summary = "typeof(summary)" if self._has("summary") else "NULL"
+            rows = self._conn().execute(f"SELECT seq, kind, started_at, ended_at, typeof(data) AS t, {summary} AS s"
+                                        " FROM windows WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [WindowRow(r["seq"], r["kind"], r["started_at"], r["ended_at"], r["t"] == "blob", r["s"] == "blob")
+                for r in rows]
 
     def windows(self, run_id: str, seqs: list[int],
                 with_data: bool = True) -> dict[int, tuple[dict | None, bytes | None]]:
@@ -165,7 +189,29 @@ class ReportSource:
             for r in self._query(f"SELECT {cols} FROM windows WHERE run_id = ? AND seq IN ({marks})",
                                  [run_id, *chunk]):
                 data = bytes(r["data"]) if with_data and r["data"] is not None else None
-                out[r["seq"]] = (json.loads(r["verdict"]) if r["verdict"] else None, data)
+                out[r["seq"]] = (load_json(r["verdict"]), data)
+        return out
+
+    def summaries(self, run_id: str, seqs: list[int]) -> dict[int, dict]:
+        """{seq: summary of the raw data} for those of the windows `seqs` whose raw data was dropped
+        (reporting.model.window_summary)."""
+        wanted = set(seqs)
+        if not wanted:
+            return {}
+        if not self.direct:
+            return {w.seq: w.raw_summary for w in self.store.windows(run_id, with_data=True)
+                    if w.seq in wanted and getattr(w, "raw_summary", None)}
+        out: dict[int, dict] = {}
+        ordered = sorted(wanted)
+        with self._lock:
+            if not self._has("summary"):
+                return {}
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(f"SELECT seq, summary FROM windows WHERE run_id = ? AND seq IN ({marks})"
+                                 " AND summary IS NOT NULL", [run_id, *chunk]):
+                out[r["seq"]] = load_json(r["summary"])
         return out
 
     # ------------------------------------------------------------ timeline
@@ -173,7 +219,5 @@ class ReportSource:
     def timeline(self, run_id: str, limit: int = 20_000) -> list[dict[str, Any]]:
         if not self.direct:
             return self.store.timeline(run_id, limit)
-        rows = self._query("SELECT ts, kind, message, data FROM timeline WHERE run_id = ? ORDER BY ts, rowid"
-                           " LIMIT ?", (run_id, int(limit)))
-        return [{"ts": r["ts"], "kind": r["kind"], "message": r["message"],
-                 "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+        with self._lock:
+            return read_timeline(self._conn(), run_id, limit, archive=self._has("archive"))
