@@ -12,6 +12,7 @@ import time
 
 BENCHMARKS = {
     "gate_quality": "fail rates at alert and rollback on heavy-tailed bursty rollouts, fixed-threshold and Kayenta",
+    "gate_dependence": "the gate on dependent data: pod jitter, AR(1), stalls, error bursts, drift, stages, too little data",
     "aa_rollouts": "20 Flagger-driven rollouts of identical models on two stand-in processes: none rolled back",
     "hooks_stalled": "hook answer times with a stalled canary and a Prometheus that never answers",
     "gate_speed": "cost of one look at window 1, 100 and 1000; the run state's size",
