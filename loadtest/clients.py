@@ -37,10 +37,25 @@ from .errors import ServingError, http_to_code  # noqa: E402
 from .tensors import dtype_name, to_ndarray, to_tensor_proto
 
 DEFAULT_TIMEOUT_S = 5.0
+# Every channel owns its connections. gRPC's default is a process-wide pool of
+# subchannels keyed by address and channel arguments: a new run's channel to an
+# address would share the connection, and the reconnect backoff, of an earlier
+# run's channel there. When that earlier canary died, the new canary (healthy,
+# same address) then failed at once with the dead one's cached "Connection
+# refused". A local pool means each client (one run, one check) connects on its
+# own, so what it reports is what its server answered. The reconnect backoff is
+# kept short, so a server that comes back is reached within a second, not after
+# gRPC's default of up to 120 s.
+ISOLATED_CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 # Golden-set batches and score matrices can exceed gRPC's 4 MiB default.
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    *ISOLATED_CHANNEL_OPTIONS,
 ]
 
 PROTOCOLS = ("tfserving-grpc", "tfserving-rest")

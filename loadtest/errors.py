@@ -79,3 +79,29 @@ class ServingError(Exception):
         where = f" from {self.target}" if self.target else ""
         http = f" (HTTP {self.http_status})" if self.http_status is not None else ""
         return f"{self.code}{http}{where}: {self.message}"
+
+
+# --------------------------------------------------------------------------- whose failure
+# Codes that never describe the version called: the call was cancelled (by
+# Shadowgate: its own deadline, a shutdown, a closed channel) or the server
+# reset the stream without an answer to shed load it could not take (gRPC
+# servers do so when requests pile up unserved: the client sees CANCELLED at
+# once). TF Serving never answers a Predict it ran with CANCELLED. REST: 499
+# is "client closed request".
+OWN_CODES = frozenset({"CANCELLED", "499"})
+
+
+def own_failure(label: str) -> bool:
+    """True when a failure labelled `label` (status name or HTTP code) is not the version's error."""
+    return label in OWN_CODES
+
+
+def late_slack_s(timeout_s: float) -> float:
+    """How late after its deadline a failure may be noticed and still be the server's (seconds).
+
+    A DEADLINE_EXCEEDED noticed later than deadline + slack means Shadowgate's
+    own event loop was behind (it could not read an answer, or fire its timer,
+    on time): the server was not measured. A quarter of the deadline, at most
+    250 ms.
+    """
+    return min(0.25, 0.25 * float(timeout_s))

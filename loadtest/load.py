@@ -30,7 +30,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from loadtest.errors import ServingError
+from loadtest.errors import ServingError, late_slack_s, own_failure
 from loadtest.hist import LatencyHistogram
 from loadtest.schedule import Schedule, Stage, parse_duration, parse_rate  # noqa: F401 (re-exported)
 
@@ -125,6 +125,14 @@ class LoadStats:
         time) or, at the end of the run, not at all (`unsent`).
     errors_by_code: failed requests by gRPC status name or HTTP code; a
         request the client gave up on after `timeout_s` is DEADLINE_EXCEEDED.
+        Only failures of the server called: Shadowgate's own are in own_by_code.
+    own_by_code: requests whose outcome measured Shadowgate, not the server,
+        by why: "CANCELLED" (cancelled, or reset by a server shedding load
+        without answering), "DEADLINE_EXCEEDED" (the failure was noticed well
+        after the deadline: the event loop was behind), "LATE_SEND" (the
+        event loop, not the concurrency cap, held the request past its whole
+        deadline before it left). They are in neither ok nor errors, and
+        their latencies are not kept.
     corrected: latency of OK requests from the intended send time, seconds.
     service: latency of OK requests from the actual send, seconds
         (uncorrected; what a closed-loop tool reports).
@@ -142,6 +150,7 @@ class LoadStats:
     ok: int = 0
     late: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    own_by_code: dict[str, int] = field(default_factory=dict)
     corrected: LatencyHistogram = field(default_factory=LatencyHistogram)
     service: LatencyHistogram = field(default_factory=LatencyHistogram)
     send_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -156,8 +165,13 @@ class LoadStats:
         return sum(self.errors_by_code.values())
 
     @property
+    def own(self) -> int:
+        """Requests that measured Shadowgate, not the server (see own_by_code)."""
+        return sum(self.own_by_code.values())
+
+    @property
     def requests(self) -> int:
-        """Requests with a known outcome: ok + errors."""
+        """Requests with a known outcome of the server: ok + errors (own failures excluded)."""
         return self.ok + self.errors
 
     @property
@@ -190,6 +204,9 @@ class LoadStats:
         codes = dict(self.errors_by_code)
         for k, v in other.errors_by_code.items():
             codes[k] = codes.get(k, 0) + int(v)
+        own = dict(self.own_by_code)
+        for k, v in other.own_by_code.items():
+            own[k] = own.get(k, 0) + int(v)
         size = max(self.sample_size, other.sample_size)
         rng = np.random.default_rng(seed)
         sample = merge_samples(self.latency_sample_s, self.ok, other.latency_sample_s, other.ok, size, rng)
@@ -199,6 +216,7 @@ class LoadStats:
             ok=self.ok + other.ok,
             late=self.late + other.late,
             errors_by_code=codes,
+            own_by_code=own,
             corrected=self.corrected.copy().merge(other.corrected),
             service=self.service.copy().merge(other.service),
             send_lag=self.send_lag.copy().merge(other.send_lag),
@@ -223,6 +241,8 @@ class LoadStats:
             "achieved_rps": self.achieved_rps,
             "error_ratio": self.error_ratio,
             "errors_by_code": dict(sorted(self.errors_by_code.items())),
+            "own": self.own,
+            "own_by_code": dict(sorted(self.own_by_code.items())),
             "latency_corrected": self.corrected.to_dict(),
             "latency_service": self.service.to_dict(),
             "send_lag": self.send_lag.to_dict(),
@@ -242,6 +262,9 @@ def to_version_traffic(stats: LoadStats):
 
     requests = ok + errors (late slots are reported separately, in LoadStats);
     latencies_s is the bounded sample of corrected latencies of OK requests.
+    Shadowgate's own failures (LoadStats.own_by_code) are no error of the
+    version: they are counted in `late`, the sends Shadowgate could not
+    measure on time (VersionTraffic has no field of their own yet).
     """
     from analyses.window import VersionTraffic
 
@@ -250,7 +273,7 @@ def to_version_traffic(stats: LoadStats):
         requests=stats.requests,
         errors=stats.errors,
         errors_by_code=dict(stats.errors_by_code),
-        late=int(stats.late),
+        late=int(stats.late) + int(stats.own),
         intended=int(stats.intended),
     )
 
@@ -258,12 +281,13 @@ def to_version_traffic(stats: LoadStats):
 class _Acc:
     """Counters of the current window; swapped whole by take_window."""
 
-    __slots__ = ("intended", "sent", "ok", "late", "errors", "corrected", "service", "lag",
+    __slots__ = ("intended", "sent", "ok", "late", "errors", "own", "corrected", "service", "lag",
                  "buf", "reservoir", "start")
 
     def __init__(self, sample_size: int, rng: np.random.Generator, start: float) -> None:
         self.intended = self.sent = self.ok = self.late = 0
         self.errors: dict[str, int] = {}
+        self.own: dict[str, int] = {}
         self.corrected = LatencyHistogram()
         self.service = LatencyHistogram()
         self.lag = LatencyHistogram()
@@ -282,7 +306,8 @@ class _Acc:
         self.flush()
         return LoadStats(
             intended=self.intended, sent=self.sent, ok=self.ok, late=self.late,
-            errors_by_code=dict(self.errors), corrected=self.corrected, service=self.service,
+            errors_by_code=dict(self.errors), own_by_code=dict(self.own),
+            corrected=self.corrected, service=self.service,
             send_lag=self.lag, latency_sample_s=self.reservoir.values.copy(),
             duration_s=max(end - self.start, 0.0), sample_size=self.reservoir.size,
         )
@@ -347,7 +372,8 @@ class LoadGenerator:
     timeout_s: a request still running after this many seconds is abandoned
         and counted as DEADLINE_EXCEEDED. Senders that set `has_deadline =
         True` (loadtest.wire's) enforce their own deadline instead, and this
-        backstop timer is skipped.
+        backstop timer is skipped. A failure that is Shadowgate's own, not the
+        server's (see LoadStats.own_by_code), is counted apart.
     sample_size: size of the latency reservoir kept per window.
     phase: shifts every slot by this fraction (0..1) of one interval;
         worker k of N uses k/N so the workers' timetables interleave evenly.
@@ -401,8 +427,10 @@ class LoadGenerator:
         self._wake: asyncio.Future | None = None
         self._acc = _Acc(self._sample_size, self._rng, 0.0)
         self._total: LoadStats | None = None
-        # cumulative counters since the measured start, for progress displays
-        self._cum = {"intended": 0, "sent": 0, "ok": 0, "errors": 0, "late": 0}
+        self._slack = late_slack_s(self._timeout)
+        # cumulative counters since the measured start, for progress displays and
+        # rate control (timeouts: the server's DEADLINE_EXCEEDED; own: see own_by_code)
+        self._cum = {"intended": 0, "sent": 0, "ok": 0, "errors": 0, "late": 0, "own": 0, "timeouts": 0}
 
     # ------------------------------------------------------------ public
     @property
@@ -415,8 +443,17 @@ class LoadGenerator:
         """Due slots waiting for the concurrency cap."""
         return len(self._backlog)
 
+    @property
+    def rate(self) -> float | None:
+        """The constant rate in force (requests/s); None with a schedule."""
+        return self._rate
+
     def progress(self) -> dict:
-        """Cumulative counts since the measured start (excludes warm-up): for progress bars."""
+        """Cumulative counts since the measured start (excludes warm-up): for progress bars.
+
+        intended, sent, ok, errors, late, own (Shadowgate's own failures),
+        timeouts (the server's DEADLINE_EXCEEDED), in_flight, backlog.
+        """
         out = dict(self._cum)
         out["in_flight"] = self._inflight
         out["backlog"] = len(self._backlog)
@@ -429,14 +466,21 @@ class LoadGenerator:
         if not (math.isfinite(rate) and rate >= 0):
             raise ValueError(f"rate must be >= 0 requests/s, got {rate!r}")
         self._rate = float(rate)
-        if not self._running:
+        if not self._running or self._si >= len(self._stages):
             return
         now = self._loop.time()
+        cur = self._stages[self._si]
+        old_rate, old_next = cur[2], self._next_t
         for k in range(self._si, len(self._stages)):
             self._stages[k][2] = self._rate
-        cur = self._stages[self._si]
-        # The new rate starts now: the first new slot is one phase after now.
-        cur[0] = max(now, cur[0])
+        if self._rate > 0 and old_rate > 0 and old_next != _INF:
+            # The timetable goes on: the next slot one new interval after the last one
+            # (never before now), so frequent small changes neither skip nor burst.
+            nxt = max(now, old_next - 1.0 / old_rate + 1.0 / self._rate)
+            cur[0] = max(nxt - self._phase / self._rate, cur[0])
+        else:
+            # The new rate starts now: the first new slot is one phase after now.
+            cur[0] = max(now, cur[0])
         self._j = 0
         self._set_next()
         self._wakeup()
@@ -558,24 +602,25 @@ class LoadGenerator:
                 self._acc.intended += 1
                 self._cum["intended"] += 1
             if self._inflight < self._cap and not self._backlog.n:
-                self._launch(t)
+                self._launch(t, False)
             else:
                 self._backlog.push(t)
                 if measured:
                     self._acc.late += 1
                     self._cum["late"] += 1
 
-    def _launch(self, t: float) -> None:
+    def _launch(self, t: float, queued: bool) -> None:
+        """Send slot `t` now; `queued`: it waited for the concurrency cap (the server was slow)."""
         self._inflight += 1
         self.launched += 1
         if t >= self._measure_start:
             self._acc.sent += 1
             self._cum["sent"] += 1
-        task = self._loop.create_task(self._one(t))
+        task = self._loop.create_task(self._one(t, queued))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, intended: float) -> None:
+    async def _one(self, intended: float, queued: bool) -> None:
         clock = time.monotonic
         sent_at = clock()
         code = None
@@ -593,11 +638,16 @@ class LoadGenerator:
         done = clock()
         self._inflight -= 1
         if self._backlog.n and not self._stopping:
-            self._launch(self._backlog.pop())
+            self._launch(self._backlog.pop(), True)
         if intended < self._measure_start:
             return
         acc = self._acc
         acc.lag.record(sent_at - intended)
+        own = self._own(code, intended, sent_at, done, queued)
+        if own is not None:
+            acc.own[own] = acc.own.get(own, 0) + 1
+            self._cum["own"] += 1
+            return
         if code is None:
             acc.ok += 1
             self._cum["ok"] += 1
@@ -609,6 +659,28 @@ class LoadGenerator:
         else:
             acc.errors[code] = acc.errors.get(code, 0) + 1
             self._cum["errors"] += 1
+            if code == "DEADLINE_EXCEEDED":
+                self._cum["timeouts"] += 1
+
+    def _own(self, code: str | None, intended: float, sent_at: float, done: float, queued: bool) -> str | None:
+        """Why this request measured Shadowgate rather than the server (None: it measured the server).
+
+        - cancelled, or reset unanswered by a server shedding load (loadtest.errors.OWN_CODES);
+        - the event loop (not the concurrency cap, which a slow server fills) held it
+          past its whole deadline before it left: whatever came back, its latency
+          from the intended time is the loop's;
+        - a DEADLINE_EXCEEDED noticed well after the deadline: the loop was behind,
+          the answer may have come in time.
+        A DEADLINE_EXCEEDED of a request that left on time and was noticed on time
+        is the server's latency: an error of its version, as before.
+        """
+        if code is not None and own_failure(code):
+            return "CANCELLED"
+        if not queued and sent_at - intended > self._timeout:
+            return "LATE_SEND"
+        if code == "DEADLINE_EXCEEDED" and done - sent_at > self._timeout + self._slack:
+            return "DEADLINE_EXCEEDED"
+        return None
 
     async def _sleep_until(self, when: float) -> None:
         fut = self._loop.create_future()

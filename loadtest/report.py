@@ -40,6 +40,9 @@ def format_summary(stats: LoadStats, *, target: str = "", schedule: str = "", wa
         f"  Errors:        {stats.errors} ({_pct(stats.error_ratio)})",
         f"  Late:          {stats.late} could not leave on time (concurrency cap reached)"
         + (f", {stats.unsent} never sent" if stats.unsent else ""),
+        *([f"  Unmeasured:    {stats.own} the client's own, not the server's: "
+           + ", ".join(f"{k} {n}" for k, n in sorted(stats.own_by_code.items()))
+           + " (cancelled or shed unanswered, or late on the client's loop; not errors)"] if stats.own else []),
         "",
         "Latency of OK requests (ms):",
         f"  {'':<8}{'corrected':>12}{'service':>12}",

@@ -11,6 +11,12 @@ sample of at most `max_pairs` pairs per window.
 
 The predicted class is the argmax of the `scores_key` output; a model
 without it is read from its `classes` output.
+
+A pair in which either request measured Shadowgate rather than the server
+(cancelled, reset unanswered by a server shedding load, or a deadline noticed
+well after it passed because the event loop was behind; see
+loadtest.errors) is not kept: it is counted in `unmeasured`, and neither
+version is blamed for it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.errors import late_slack_s, own_failure
 from loadtest.hist import LatencyHistogram
 from loadtest.load import error_label
 
@@ -105,6 +112,9 @@ class ProbeStats:
     stable_errors_by_code / canary_errors_by_code: failures by code.
     stable_versions / canary_versions: model version that answered -> count
         (key "unknown" when the server does not say, e.g. REST).
+    unmeasured: pairs not kept because one of their requests measured
+        Shadowgate, not the server (see the module's docstring).
+    stable_own_by_code / canary_own_by_code: those requests, by why.
     duration_s: wall time covered, seconds.
     """
 
@@ -120,6 +130,9 @@ class ProbeStats:
     canary_versions: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     max_pairs: int = 5000
+    unmeasured: int = 0
+    stable_own_by_code: dict[str, int] = field(default_factory=dict)
+    canary_own_by_code: dict[str, int] = field(default_factory=dict)
 
     def to_probe_pairs(self):
         """The `analyses.window.ProbePairs` of this sample."""
@@ -153,7 +166,10 @@ class ProbeStats:
             canary_errors_by_code=_add(self.canary_errors_by_code, other.canary_errors_by_code),
             stable_versions=_add(self.stable_versions, other.stable_versions),
             canary_versions=_add(self.canary_versions, other.canary_versions),
-            duration_s=self.duration_s + other.duration_s, max_pairs=size)
+            duration_s=self.duration_s + other.duration_s, max_pairs=size,
+            unmeasured=self.unmeasured + other.unmeasured,
+            stable_own_by_code=_add(self.stable_own_by_code, other.stable_own_by_code),
+            canary_own_by_code=_add(self.canary_own_by_code, other.canary_own_by_code))
 
     def summary(self) -> dict:
         """Agreement and accuracy over the pair sample (ratios 0..1; None when undefined)."""
@@ -175,9 +191,12 @@ class ProbeStats:
             "pairs_seen": self.pairs_seen,
             "pairs_kept": len(self.pairs),
             "late": self.late,
+            "unmeasured": self.unmeasured,
             **self.summary(),
             "stable_errors_by_code": dict(sorted(self.stable_errors_by_code.items())),
             "canary_errors_by_code": dict(sorted(self.canary_errors_by_code.items())),
+            "stable_own_by_code": dict(sorted(self.stable_own_by_code.items())),
+            "canary_own_by_code": dict(sorted(self.canary_own_by_code.items())),
             "stable_versions": dict(self.stable_versions),
             "canary_versions": dict(self.canary_versions),
             "stable_latency": self.stable_latency.to_dict(),
@@ -210,6 +229,8 @@ class _Window:
         self.late = 0
         self.lat = (LatencyHistogram(), LatencyHistogram())
         self.errors: tuple[dict, dict] = ({}, {})
+        self.own: tuple[dict, dict] = ({}, {})
+        self.unmeasured = 0
         self.versions: tuple[dict, dict] = ({}, {})
 
     def add(self, row: tuple) -> None:
@@ -257,7 +278,8 @@ class _Window:
             stable_latency=self.lat[0], canary_latency=self.lat[1],
             stable_errors_by_code=dict(self.errors[0]), canary_errors_by_code=dict(self.errors[1]),
             stable_versions=dict(self.versions[0]), canary_versions=dict(self.versions[1]),
-            duration_s=max(end - self.start, 0.0), max_pairs=self.max_pairs)
+            duration_s=max(end - self.start, 0.0), max_pairs=self.max_pairs, unmeasured=self.unmeasured,
+            stable_own_by_code=dict(self.own[0]), canary_own_by_code=dict(self.own[1]))
 
 
 class ShadowProber:
@@ -268,7 +290,7 @@ class ShadowProber:
         returning an object with `.outputs` and `.model_version`).
     inputs: (n, ...) golden inputs; labels: (n,) their true classes.
     input_name: the model's input; scores_key: the output holding class scores.
-    rate: pairs per second in `run` (open loop).
+    rate: pairs per second in `run` (open loop); `set_rate` changes it while running.
     timeout_s: deadline of each request, seconds.
     max_pairs: most pairs kept per window (uniform reservoir sample).
     max_in_flight: most pairs in flight in `run`; a pair due while it is
@@ -303,6 +325,11 @@ class ShadowProber:
         self._win = _Window(self.max_pairs, self._rng, time.monotonic())
         self._total: ProbeStats | None = None
         self._inflight = 0
+        self._slack = late_slack_s(self.timeout_s)
+        self._wake: asyncio.Future | None = None
+        # cumulative per side (stable, canary), for rate control: requests done,
+        # Shadowgate's own failures, the servers' timeouts
+        self._cum = ({"requests": 0, "own": 0, "timeouts": 0}, {"requests": 0, "own": 0, "timeouts": 0})
 
     # ------------------------------------------------------------ requests
     def _request(self, which: int, client, i: int):
@@ -343,19 +370,25 @@ class ShadowProber:
         raise ValueError(f"response has neither {self.scores_key!r} nor 'classes'")
 
     async def _call(self, client, req, t0: float):
+        """(code, class, scores, latency from t0, version, own): own is True when the
+        outcome measured Shadowgate, not the server (see the module's docstring)."""
         clock = time.monotonic
+        sent = clock()
         try:
             async with asyncio.timeout(self.timeout_s + 1.0):
                 res = await client.predict(req, timeout_s=self.timeout_s)
             done = clock()
             pred, scores = self.predicted_class(res.outputs)
-            return OK, pred, scores, done - t0, getattr(res, "model_version", None)
+            return OK, pred, scores, done - t0, getattr(res, "model_version", None), False
         except asyncio.CancelledError:
             raise
         except ValueError:
-            return "INVALID_OUTPUT", -1, None, float("nan"), None
+            return "INVALID_OUTPUT", -1, None, float("nan"), None, False
         except Exception as exc:  # counted by code
-            return error_label(exc), -1, None, float("nan"), None
+            code = error_label(exc)
+            own = own_failure(code) or (
+                code == "DEADLINE_EXCEEDED" and clock() - sent > self.timeout_s + self._slack)
+            return code, -1, None, float("nan"), None, own
 
     async def _pair(self, i: int, t0: float, win: _Window | None = None) -> None:
         rs = self._request(0, self.stable, i)
@@ -363,7 +396,21 @@ class ShadowProber:
         s, c = await asyncio.gather(self._call(self.stable, rs, t0), self._call(self.canary, rc, t0))
         w = win or self._win
         for k, r in enumerate((s, c)):
-            code, _, _, lat, version = r
+            cum = self._cum[k]
+            cum["requests"] += 1
+            if r[5]:
+                cum["own"] += 1
+            elif r[0] == "DEADLINE_EXCEEDED":
+                cum["timeouts"] += 1
+        if s[5] or c[5]:
+            # Shadowgate's own failure on either side: the pair measured neither version.
+            w.unmeasured += 1
+            for k, r in enumerate((s, c)):
+                if r[5]:
+                    w.own[k][r[0]] = w.own[k].get(r[0], 0) + 1
+            return
+        for k, r in enumerate((s, c)):
+            code, _, _, lat, version, _ = r
             if code == OK:
                 w.lat[k].record(lat)
                 key = "unknown" if version is None else str(version)
@@ -391,6 +438,8 @@ class ShadowProber:
         slot_free = asyncio.Event()
         tasks: set[asyncio.Task] = set()
         k = 0
+        # The timetable restarts from the last pair's due time when the rate changes.
+        epoch, rate, last = start, self.rate, None
 
         def done_cb(task: asyncio.Task) -> None:
             tasks.discard(task)
@@ -399,17 +448,27 @@ class ShadowProber:
 
         try:
             while True:
-                due = start + k / self.rate
+                if self.rate != rate:
+                    # From the last pair at the new rate; a raise never sends a catch-up burst.
+                    rate = self.rate
+                    if last is not None:
+                        epoch, k = max(last, loop.time() - 1.0 / rate), 1
+                due = epoch + k / rate
                 if due >= end or (stop is not None and stop.is_set()):
                     break
                 delay = due - loop.time()
                 if delay > 0:
-                    if stop_task is not None:
-                        await asyncio.wait({stop_task}, timeout=delay)
-                        if stop.is_set():
-                            break
-                    else:
-                        await asyncio.sleep(delay)
+                    self._wake = wake = loop.create_future()
+                    try:
+                        await asyncio.wait({stop_task, wake} if stop_task is not None else {wake}, timeout=delay)
+                    finally:
+                        self._wake = None
+                        if not wake.done():
+                            wake.cancel()
+                    if stop is not None and stop.is_set():
+                        break
+                    if self.rate != rate:
+                        continue  # a new rate: recompute the due time
                 if self._inflight >= self.max_in_flight:
                     self._win.late += 1
                     while self._inflight >= self.max_in_flight:
@@ -421,6 +480,7 @@ class ShadowProber:
                 tasks.add(task)
                 task.add_done_callback(done_cb)
                 k += 1
+                last = due
         finally:
             if stop_task is not None:
                 stop_task.cancel()
@@ -460,6 +520,20 @@ class ShadowProber:
 
         await asyncio.gather(*(one(i) for i in range(n)))
         return win.finish(loop.time(), self.inputs)
+
+    def set_rate(self, rate: float) -> None:
+        """Pairs per second from now on (> 0); `run` picks it up at once."""
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate: must be > 0 pairs/s, got {rate!r}")
+        self.rate = float(rate)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def progress(self) -> dict:
+        """Cumulative counts per side, {"stable": {...}, "canary": {...}, "in_flight": pairs}:
+        requests done, own (Shadowgate's own failures), timeouts (the server's DEADLINE_EXCEEDED)."""
+        return {"stable": dict(self._cum[0]), "canary": dict(self._cum[1]), "in_flight": self._inflight}
 
     def pending(self) -> int:
         """Probe pairs completed in the open window (not yet taken)."""

@@ -28,6 +28,13 @@ from loadtest.errors import ServingError, http_to_code
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
+# As loadtest.clients.ISOLATED_CHANNEL_OPTIONS (a test checks they agree).
+ISOLATED_CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 # tensorflow/core/framework/types.proto
 _DTYPES: dict[np.dtype, int] = {
     np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3,
@@ -219,7 +226,10 @@ class GrpcSender:
         self.address = address
         self._grpc = grpc
         self._timeout = float(timeout_s)
-        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # Channels of their own (no subchannel shared with another run's; see
+        # loadtest.clients.ISOLATED_CHANNEL_OPTIONS, repeated here so this module
+        # does not import the TF Serving stubs).
+        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *ISOLATED_CHANNEL_OPTIONS]
         self._channels = []
         calls = []
         for i in range(max(1, int(connections))):

@@ -82,7 +82,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     app.extensions["shadowgate"] = svc
     srv = settings.server
     svc.pruner = Pruner(store, metrics.registry, retention_days=srv.retention_days,
-                        compact_after_days=srv.compact_after_days, interval_s=srv.prune_interval_s)
+                        compact_after_days=srv.compact_after_days, interval_s=srv.prune_interval_s,
+                        keep_raw_windows=srv.keep_raw_windows)
     svc.pruner.start()
     from .datasets import DataSetWatcher
 

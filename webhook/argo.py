@@ -22,10 +22,19 @@ decide (golden set too small, windows too small) keeps the decision
 "continue": Inconclusive under both conditions, never a pass.
 
 Only caller mistakes are errors: unknown analysis 404, missing
-`rollout`/`revision` 400, token 401, namespace 403. The first call starts
-the session (golden check, then load) in the background and answers at
-once from the run state ("continue" until evidence arrives). rate=N asks
-for N requests/s of load from now on (capped by `load.max_rate`; 0 refused).
+`rollout`/`revision` 400, token 401, namespace 403. The first call admits
+the run (webhook.admission: a slot reserved until the run goes silent for
+server.admission_ttl()) and starts the session (golden check, then load) in
+the background, answering at once from the run state ("continue" until
+evidence arrives). A run that finds no slot is queued: 200 with decision
+"continue", phase Inconclusive, `failed: false`, `queued: N` (its place,
+1 = next; 0 in every other answer) and reason "queued: N-1 ahead ...";
+it is not measured until admitted. With the background template
+(`result.failed == false`) a queued measurement counts as Successful, as
+any "continue" does: the promotion gate (`result.decision == "pass"`)
+is what waits for evidence. rate=N asks for N requests/s of load from now
+on (capped by `load.max_rate`; 0 refused); beyond the model servers'
+budget (server.max_target_rate) it is not applied and a warning says so.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from .errors import ApiError
 from .security import (ANALYSIS_RE, NAME_RE, NAMESPACE_RE, REVISION_RE, check_namespace, check_token, identifier,
                        json_object)
 from .security import rate as parse_rate
+from .sessions import AtCapacity, waiting_verdict
+from .store import STOPPED_STATUSES
 from .verdicts import argo_body, report_url
 
 bp = Blueprint("argo", __name__)
@@ -90,18 +101,27 @@ def analysis(analysis: str):
     if url:
         context["report"] = url
     gated = svc.settings.analyses[analysis].gate.active
-    s = sessions.session(run, start=True)
+    if run.status in STOPPED_STATUSES:  # a finished run answers from the store
+        return jsonify(argo_body(sessions.stored_decision(run), gated=gated, queued=0, **context))
+    ticket = sessions.admit(run)
+    try:
+        s = sessions.session(run, start=True) if ticket.admitted else None
+    except AtCapacity as exc:  # the slot went between admission and here
+        ticket = exc.ticket or ticket
+        s = None
+    if s is None and not ticket.admitted:
+        return jsonify(_queued(ticket, gated, context))
     if s is None:  # a finished run answers from the store
-        return jsonify(argo_body(sessions.stored_decision(run), gated=gated, **context))
+        return jsonify(argo_body(sessions.stored_decision(run), gated=gated, queued=0, **context))
     s.touch()
     if stage is not None:
         s.start_stage(f"argo:{stage}")
-    if rate is not None and rate != s.rate_override:
-        problem = sessions.rate_problem(s, rate)
-        if problem:
-            raise ApiError(429, f"rate {rate:g} refused: {problem}", "rate", retry_after_s=10)
-        s.rate_override = rate
-        sessions.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
+    note = None
+    if rate is not None:
+        problem = sessions.set_rate(s, rate)
+        if problem:  # Shadowgate's limit: said in the answer, never an Error status
+            now = f"{s.rate_override:g} req/s" if s.rate_override is not None else "the analysis' load.rate"
+            note = f"rate {rate:g} not applied: {problem}; the load stays at {now}"
     v = s.decision()
     if final_gate == "true" and v.outcome == "pass" and not v.final:
         why = _promotion_blocked(svc.settings.analyses[analysis], v)
@@ -109,11 +129,28 @@ def analysis(analysis: str):
             v = s.finalize()  # the caller is told to promote: the decision is final from here on
             sessions.event(run.id, "decision", f"argo promotion gate passed: decision final: {v.reason}")
         else:
-            body = argo_body(v, gated=gated, **context)
+            body = argo_body(v, gated=gated, queued=0, **context)
             body.update(decision="continue", passed=False, phase="Inconclusive",
                         reason=f"promotion waits: {why}")
-            return jsonify(body)
-    return jsonify(argo_body(v, gated=gated, **context))
+            return jsonify(_with_note(body, note))
+    return jsonify(_with_note(argo_body(v, gated=gated, queued=0, **context), note))
+
+
+def _with_note(body: dict[str, Any], note: str | None) -> dict[str, Any]:
+    if note:
+        body["warnings"] = list(body.get("warnings") or []) + [note]
+    return body
+
+
+def _queued(ticket: Any, gated: list[str], context: dict[str, Any]) -> dict[str, Any]:
+    """A run waiting for a slot: 200, decision "continue" (Inconclusive), never an Error status.
+
+    `queued` is its place (1: next); the same keys as every other answer, so no condition reads a null.
+    """
+    reason = f"{ticket.reason}: not measured yet"
+    body = argo_body(waiting_verdict(reason), gated=gated, queued=ticket.position, **context)
+    body.update(decision="continue", passed=False, failed=False, phase="Inconclusive", reason=reason)
+    return body
 
 
 def _promotion_blocked(analysis: Any, v: Any) -> str | None:

@@ -319,12 +319,16 @@ class ServerConfig(_Strict):
     queue_timeout_s: float = Field(default=1.0, gt=0, le=10,
                                    description="a request that waited this long (from its first byte) for a "
                                                "thread gets 503")
-    retention_days: float | None = Field(default=30.0, gt=0,
+    retention_days: float | None = Field(default=365.0, gt=0,
                                          description="finished runs not updated for this long are deleted "
                                                      "with their windows and timeline; null keeps them")
-    compact_after_days: float = Field(default=7.0, ge=0,
+    compact_after_days: float = Field(default=0.0, ge=0,
                                       description="raw window data (samples) of runs finished this long ago is "
-                                                  "dropped; verdicts, checks and timeline stay")
+                                                  "replaced by per-window summaries (0: when the run finishes); "
+                                                  "verdicts, checks and timeline stay")
+    keep_raw_windows: int | None = Field(default=50, ge=1,
+                                         description="raw windows a live run keeps (its newest); older ones keep "
+                                                     "a summary; null keeps all")
     prune_interval_s: float = Field(default=3600.0, gt=0, description="how often retention runs")
     store: str = Field(default="shadowgate.db", description="SQLite file; relative to the config file")
     public_url: str | None = Field(default=None, description="base URL SREs reach the service at "
@@ -338,15 +342,46 @@ class ServerConfig(_Strict):
                                                "Flagger and Argo give up at 10 s")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_sessions: int = Field(default=50, ge=1, le=10_000,
-                              description="runs measuring at once; a new run beyond gets 429")
+                              description="runs admitted at once (each holds its slot until it ends); a new run "
+                                          "beyond waits in the admission queue: Flagger's confirm-* hooks answer "
+                                          "412 (waits, not counted), Argo gets 200 Inconclusive")
     max_sessions_per_analysis: int = Field(default=10, ge=1, le=10_000,
-                                           description="runs of one analysis measuring at once")
+                                           description="runs of one analysis admitted at once")
+    max_sessions_per_namespace: int | None = Field(default=None, ge=1, le=10_000,
+                                                   description="runs of one rollout namespace admitted at once; "
+                                                               "null: no cap beyond max_sessions (the queue "
+                                                               "still admits the namespace with the fewest "
+                                                               "admitted runs first)")
     max_target_rate: float = Field(default=1000.0, gt=0,
-                                   description="requests/s Shadowgate may send one model server (load and "
-                                               "probes of every live run); a run that would exceed it gets 429")
+                                   description="requests/s Shadowgate may plan for one model server (load and "
+                                               "probes of every admitted run); a run that would exceed it waits "
+                                               "in the queue, a rate change beyond it is not applied")
     max_loop_lag_s: float = Field(default=0.25, gt=0,
-                                  description="when Shadowgate's own event loop runs this late, it is at "
-                                              "capacity: new runs get 429 rather than measure badly")
+                                  description="when Shadowgate's own event loop runs this late, no new run is "
+                                              "admitted (admitted runs keep their slots)")
+    admission_queue_ttl_s: float = Field(default=180.0, gt=0,
+                                         description="a queued run not asked about for this long leaves the queue "
+                                                     "(and a slot reserved for it is given back); Flagger and Argo "
+                                                     "ask every analysis interval: keep it above 3 intervals")
+    admission_ttl_s: float | None = Field(default=None, gt=0,
+                                          description="an admitted run no caller asked about for this long gives "
+                                                      "its slot back (Argo has no end hook; a deleted Canary never "
+                                                      "calls); default max(600 s, the idle timeout), never below "
+                                                      "the idle timeout. If it calls again it is admitted at once")
+    max_blocking_hooks: int | None = Field(default=None, ge=0, le=512,
+                                           description="hooks that may wait on a live check at once (pre-rollout's "
+                                                       "canary check and golden-set wait); beyond, the check goes "
+                                                       "on in the background and gates the next hooks. Default "
+                                                       "threads // 2; must be below threads")
+    max_blocking_hooks_per_namespace: int = Field(default=2, ge=0, le=512,
+                                                  description="hooks of one rollout namespace that may wait on a "
+                                                              "live check at once")
+    golden_wait_s: float | None = Field(default=None, gt=0,
+                                        description="pre-rollout waits at most this long (from its arrival) for "
+                                                    "the golden-set check; a check still running then answers 200 "
+                                                    "and its result gates the next hooks. Default: the whole "
+                                                    "hook_deadline_s (a failing golden set is a 412 on "
+                                                    "pre-rollout itself); 1.5 keeps pre-rollout under 2 s")
     namespaces: list[str] = Field(default_factory=list, description="allow-list; empty allows all")
     auth: AuthConfig | None = None
 
@@ -357,11 +392,33 @@ class ServerConfig(_Strict):
             raise ValueError("must be host:port or unix:/path")
         return v
 
+    @model_validator(mode="after")
+    def _admission(self) -> "ServerConfig":
+        if self.admission_ttl_s is not None and self.admission_ttl_s < self.idle_timeout():
+            raise ValueError(f"admission_ttl_s ({self.admission_ttl_s:g}) must be at least the idle timeout "
+                             f"({self.idle_timeout():g} s): a run whose load is still on keeps its slot")
+        if self.max_blocking_hooks is not None and self.max_blocking_hooks >= self.threads:
+            raise ValueError(f"max_blocking_hooks ({self.max_blocking_hooks}) must be below threads "
+                             f"({self.threads}): the other hooks need threads while checks wait")
+        return self
+
     def idle_timeout(self) -> float:
         """Seconds without a hook call after which a run's load stops."""
         if self.idle_timeout_s is not None:
             return self.idle_timeout_s
         return max(10 * self.interval_s, 120.0)
+
+    def admission_ttl(self) -> float:
+        """Seconds without a call after which an admitted run gives its slot back."""
+        if self.admission_ttl_s is not None:
+            return self.admission_ttl_s
+        return max(600.0, self.idle_timeout())
+
+    def blocking_hooks(self) -> int:
+        """Hooks that may wait on a live check at once (always below `threads`)."""
+        if self.max_blocking_hooks is not None:
+            return self.max_blocking_hooks
+        return self.threads // 2
 
 
 class Config(_Strict):

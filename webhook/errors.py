@@ -23,7 +23,7 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.field = field
-        self.retry_after_s = retry_after_s  # sent as Retry-After (429: Flagger retries when asked to)
+        self.retry_after_s = retry_after_s  # sent as Retry-After
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict:
@@ -50,14 +50,10 @@ def register(app: Flask) -> None:
             resp.headers["Retry-After"] = str(err.retry_after_s)
         return resp
 
-    from .sessions import AtCapacity
-
-    @app.errorhandler(AtCapacity)
-    def _capacity(err: AtCapacity):
-        # 429: Flagger retries it when the webhook has `retries`; Argo counts an Error and retries in 10 s.
-        resp = render(429, f"not started: {err}", "capacity")
-        resp.headers["Retry-After"] = "10"
-        return resp
+    # No handler for webhook.sessions.AtCapacity: Shadowgate's own limits never become a status code.
+    # Admission (webhook.admission) answers a run that waits for a slot where the caller waits: 412 at
+    # Flagger's confirm-* gates, 200 "not measured yet" on pre-rollout / rollout, 409 on rollback, 200
+    # Inconclusive for Argo (the hooks catch AtCapacity themselves; see ../shared/contracts.md).
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(err: RequestEntityTooLarge):

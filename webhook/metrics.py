@@ -102,8 +102,28 @@ class Metrics:
         self.sessions = Gauge("shadowgate_sessions_active", "Runs with load and probes running", registry=r)
         self.limit = Gauge("shadowgate_limit", "Configured caps: sessions, sessions_per_analysis, target_rate "
                            "(req/s per model server), loop_lag_seconds", ["kind"], registry=r)
-        self.usage = Gauge("shadowgate_usage", "Current use of each cap (target_rate: the busiest model server)",
-                           ["kind"], registry=r)
+        self.usage = Gauge("shadowgate_usage", "Current use of each cap (target_rate: the busiest model server's "
+                           "planned load over the admitted runs; admitted, queued: runs)", ["kind"], registry=r)
+        # Admission (webhook.admission): runs holding a slot and runs waiting for one, per namespace. A
+        # namespace's series is removed when it has no run left, so the label is bounded by the live runs.
+        self.admission_admitted = Gauge("shadowgate_admission_admitted", "Runs holding a slot (admitted), "
+                                        "by the rollout's namespace", ["namespace"], registry=r)
+        self.admission_queued = Gauge("shadowgate_admission_queued", "Runs waiting for a slot (queued: Flagger "
+                                      "waits at confirm-*, Argo gets Inconclusive), by namespace", ["namespace"],
+                                      registry=r)
+        self.admission_waited = Histogram("shadowgate_admission_waited_seconds", "Time from a run's first call "
+                                          "to its admission (0: admitted at once)",
+                                          buckets=(0.0, 1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+                                          registry=r)
+        self.admission_left = Counter("shadowgate_admission_left", "Runs that left admission, by why: ended "
+                                      "(post-rollout), promoted, queue_ttl (queued, no call), unclaimed (admitted "
+                                      "from the queue, never came back), admission_ttl (admitted, no call)",
+                                      ["reason"], registry=r)
+        self.hooks_blocking = Gauge("shadowgate_hooks_blocking", "Hooks waiting on a live check now (pre-rollout's "
+                                    "canary and golden-set checks)", registry=r)
+        self.hook_background = Counter("shadowgate_hook_background", "pre-rollout answers that did not wait for a "
+                                       "live check (it went on in the background) because a cap on waiting hooks "
+                                       "was reached: namespace or total", ["cap"], registry=r)
         # The process itself (process_cpu_seconds_total, process_resident_memory_bytes,
         # process_open_fds, ...; python_info) and which build answers.
         import platform

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -36,6 +38,7 @@ from typing import Any, Callable, Protocol
 
 from analyses.window import Window
 
+from .admission import Admission, Entry, Ticket
 from .codec import decode_window, encode_window
 from .config import Analysis, Settings
 from .metrics import Metrics
@@ -90,7 +93,20 @@ def waiting_verdict(reason: str):
 
 
 class AtCapacity(Exception):
-    """A new run would exceed a limit that protects the model servers or Shadowgate itself (HTTP 429)."""
+    """A session was asked to start for a run that holds no admission slot (see webhook.admission).
+
+    The hooks ask admission first and answer a queued run themselves (412 at Flagger's confirm-* gates,
+    200 "not measured yet" on pre-rollout / rollout, 200 Inconclusive for Argo), so this never reaches
+    a caller; `ticket` is the run's place in the queue.
+    """
+
+    def __init__(self, message: str, ticket: Any = None) -> None:
+        super().__init__(message)
+        self.ticket = ticket
+
+
+# The state of a run's canary check (Flagger pre-rollout): running, or finished with its answer.
+CHECK_RUNNING = "running"
 
 
 def planned_rates(analysis: Analysis, rate: float | None = None) -> dict[str, float]:
@@ -353,10 +369,25 @@ class SessionManager:
         self.loop_lag_s = 0.0  # how late the session loop runs (smoothed): Shadowgate's own load
         self.lag_high_at = 0.0  # when the loop last ran later than server.max_loop_lag_s (unix s)
         srv = settings.server
+        # Which runs hold a slot and which wait (webhook.admission): capacity is reserved at admission.
+        self.admission = Admission(srv, metrics, lag=lambda: self.loop_lag_s, on_admit=self._admitted,
+                                   on_leave=self._left)
+        # Canary checks (pre-rollout) run on the loop; a passed one starts the session from this pool.
+        self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="session-start")
+        self._checks: dict[str, concurrent.futures.Future] = {}
+        self._check_tasks: set[asyncio.Task] = set()  # on the loop: cancelled at shutdown
+        # Hooks waiting on a live check now, in all and per namespace (server.max_blocking_hooks*).
+        self._block_lock = threading.Lock()
+        self._blocking = 0
+        self._blocking_ns: dict[str, int] = {}
         metrics.limit.labels("sessions").set(srv.max_sessions)
         metrics.limit.labels("sessions_per_analysis").set(srv.max_sessions_per_analysis)
+        if srv.max_sessions_per_namespace is not None:
+            metrics.limit.labels("sessions_per_namespace").set(srv.max_sessions_per_namespace)
         metrics.limit.labels("target_rate").set(srv.max_target_rate)
         metrics.limit.labels("loop_lag_seconds").set(srv.max_loop_lag_s)
+        metrics.limit.labels("blocking_hooks").set(srv.blocking_hooks())
+        metrics.limit.labels("blocking_hooks_per_namespace").set(srv.max_blocking_hooks_per_namespace)
 
     # ------------------------------------------------------------ loop
 
@@ -379,9 +410,14 @@ class SessionManager:
                 self._lag_task = asyncio.run_coroutine_threadsafe(self._watch_lag(), self._loop)
             return self._loop
 
-    async def _watch_lag(self, every_s: float = 0.2) -> None:
-        """Measure how late the loop wakes up: the load generators' timetables share it."""
+    async def _watch_lag(self, every_s: float = 0.2, sweep_every_s: float = 2.0) -> None:
+        """Measure how late the loop wakes up: the load generators' timetables share it.
+
+        Every `sweep_every_s` also expire silent runs from admission and admit what then fits
+        (in memory, a few microseconds per run: fine on the loop).
+        """
         loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + sweep_every_s
         while not self._closed:
             t = loop.time()
             await asyncio.sleep(every_s)
@@ -390,45 +426,184 @@ class SessionManager:
             if self.loop_lag_s > self.settings.server.max_loop_lag_s:
                 self.lag_high_at = time.time()
             self.metrics.usage.labels("loop_lag_seconds").set(self.loop_lag_s)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + sweep_every_s
+                try:
+                    self.admission.sweep()
+                except Exception:
+                    log.exception("admission sweep failed")
 
-    def capacity_problem(self, analysis: Analysis) -> str | None:
-        """Why a new run of `analysis` may not start now (None: it may)."""
-        srv = self.settings.server
-        live = self.active()
-        if len(live) >= srv.max_sessions:
-            return f"{len(live)} runs measuring, server.max_sessions is {srv.max_sessions}"
-        same = sum(1 for x in live if x.analysis.name == analysis.name)
-        if same >= srv.max_sessions_per_analysis:
-            return (f"{same} runs of analysis {analysis.name} measuring, server.max_sessions_per_analysis is "
-                    f"{srv.max_sessions_per_analysis}")
-        if self.loop_lag_s > srv.max_loop_lag_s:
-            return (f"Shadowgate is at capacity (its loop runs {1000 * self.loop_lag_s:.0f} ms late, "
-                    f"server.max_loop_lag_s is {1000 * srv.max_loop_lag_s:.0f} ms): a new run would be measured badly")
-        used = self.target_rates()
-        for address, r in planned_rates(analysis).items():
-            if used.get(address, 0.0) + r > srv.max_target_rate:
-                return (f"model server {address} would get {used.get(address, 0.0) + r:.0f} req/s, "
-                        f"server.max_target_rate is {srv.max_target_rate:g}")
-        return None
+    # ------------------------------------------------------------ admission (webhook.admission)
+
+    def admit(self, run: RunRecord) -> Ticket:
+        """Admit `run` (it holds a slot until it ends) or queue it; either way its call keeps it alive.
+
+        A run that measured before (stored gate state or windows, or idle) is admitted again at once:
+        after a restart, or when it was silent longer than server.admission_ttl().
+        """
+        analysis = self.settings.analyses[run.analysis]
+        resumed = bool(run.state) or run.windows > 0 or run.status == "idle" or self.live(run.id) is not None
+        return self.admission.request(run.id, run.namespace, run.analysis, planned_rates(analysis),
+                                      resumed=resumed)
+
+    def _admitted(self, e: Entry, waited_s: float) -> None:
+        if waited_s >= 0.5 or e.over_cap:
+            extra = " (beyond the caps: it had been admitted before)" if e.over_cap else ""
+            self.event(e.run_id, "admission", f"admitted after {waited_s:.0f} s in the queue{extra}")
+
+    def _left(self, e: Entry, why: str) -> None:
+        # Called under the admission lock: never take self._lock here (session() takes them the other way).
+        check = self._checks.get(e.run_id)
+        if check is not None and check.done():
+            self._checks.pop(e.run_id, None)
+        if why in ("queue_ttl", "unclaimed", "admission_ttl"):
+            what = {"queue_ttl": "left the admission queue: no call",
+                    "unclaimed": "slot given back: admitted from the queue, no call since",
+                    "admission_ttl": "slot given back: no call"}[why]
+            ttl = (self.settings.server.admission_ttl() if why == "admission_ttl"
+                   else self.settings.server.admission_queue_ttl_s)
+            self.event(e.run_id, "admission", f"{what} for {ttl:.0f} s (admitted again at its next call)"
+                       if why == "admission_ttl" else f"{what} for {ttl:.0f} s")
 
     def target_rates(self) -> dict[str, float]:
-        """Requests/s the live runs send each model server address."""
-        used: dict[str, float] = {}
-        for x in self.active():
-            for address, r in planned_rates(x.analysis, x.rate_override).items():
-                used[address] = used.get(address, 0.0) + r
-        return used
+        """Requests/s planned for each model server address over the admitted runs."""
+        return self.admission.used_rates()
 
     def rate_problem(self, s: "Session", rate: float) -> str | None:
-        """Why `s` may not move to `rate` requests/s (None: it may)."""
-        used = self.target_rates()
-        mine, wanted = planned_rates(s.analysis, s.rate_override), planned_rates(s.analysis, rate)
-        for address, r in wanted.items():
-            total = used.get(address, 0.0) - mine.get(address, 0.0) + r
-            if total > self.settings.server.max_target_rate:
-                return (f"model server {address} would get {total:.0f} req/s, server.max_target_rate is "
-                        f"{self.settings.server.max_target_rate:g}")
+        """Why `s` may not move to `rate` requests/s (None: it may), over the admitted runs' budget."""
+        return self.admission.rate_problem(s.run.id, planned_rates(s.analysis, rate))
+
+    def set_rate(self, s: "Session", rate: float) -> str | None:
+        """Move `s` to `rate` requests/s if the model servers' budget allows; else why not (rate unchanged)."""
+        if rate == s.rate_override:
+            return None
+        problem = self.rate_problem(s, rate)
+        if problem:
+            return problem
+        s.rate_override = rate
+        self.admission.set_rates(s.run.id, planned_rates(s.analysis, rate))
+        try:
+            self.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
+        except RuntimeError:
+            pass
         return None
+
+    @contextlib.contextmanager
+    def blocking(self, namespace: str):
+        """Yields whether a hook of `namespace` may wait on a live check now (never waits itself).
+
+        At most server.max_blocking_hooks_per_namespace hooks of one namespace and
+        server.blocking_hooks() in all wait at once, so one team's stalled canary cannot take the
+        threads every other hook needs. A hook that may not wait answers at once.
+        """
+        srv = self.settings.server
+        with self._block_lock:
+            mine = self._blocking_ns.get(namespace, 0)
+            if mine >= srv.max_blocking_hooks_per_namespace:
+                ok, cap = False, "namespace"
+            elif self._blocking >= srv.blocking_hooks():
+                ok, cap = False, "total"
+            else:
+                ok, cap = True, ""
+                self._blocking += 1
+                self._blocking_ns[namespace] = mine + 1
+                self.metrics.hooks_blocking.set(self._blocking)
+        if not ok:
+            self.metrics.hook_background.labels(cap).inc()
+        try:
+            yield ok
+        finally:
+            if ok:
+                with self._block_lock:
+                    self._blocking -= 1
+                    left = self._blocking_ns[namespace] - 1
+                    if left:
+                        self._blocking_ns[namespace] = left
+                    else:
+                        del self._blocking_ns[namespace]
+                    self.metrics.hooks_blocking.set(self._blocking)
+
+    def check_canary(self, run: RunRecord) -> concurrent.futures.Future:
+        """The run's canary check, started now unless one is running: (ok, reason, culprit).
+
+        Runs on the session loop, within server.hook_deadline_s whatever the canary does (a stalled
+        canary costs a coroutine, never a thread). When it passes, the run's session is started (in the
+        background), so the check gates the measurement even when no hook waits for it. culprit is
+        "canary" or "stable" (the model servers' fault) or "shadowgate" (ours: never a failed check).
+        """
+        with self._lock:
+            fut = self._checks.get(run.id)
+            if fut is not None and not fut.done():
+                return fut
+            fut = asyncio.run_coroutine_threadsafe(self._check_then_start(run), self.loop)
+            self._checks[run.id] = fut
+            return fut
+
+    def forget_check(self, run_id: str) -> None:
+        """Drop the run's finished canary check (its result was answered; the session measures now)."""
+        with self._lock:
+            fut = self._checks.get(run_id)
+            if fut is not None and fut.done():
+                del self._checks[run_id]
+
+    def canary_check(self, run_id: str) -> tuple[str, str] | None:
+        """The run's newest canary check: None (none, or it passed), (CHECK_RUNNING, ""), or ("failed", reason)."""
+        with self._lock:
+            fut = self._checks.get(run_id)
+        if fut is None:
+            return None
+        if not fut.done():
+            return CHECK_RUNNING, ""
+        try:
+            ok, reason, culprit = fut.result()
+        except BaseException as exc:  # cancelled at shutdown
+            return "failed", f"canary check did not finish: {exc!r}"
+        if ok or culprit == "shadowgate":
+            return None
+        return "failed", reason
+
+    async def _check_then_start(self, run: RunRecord) -> tuple[bool, str, str | None]:
+        task = asyncio.current_task()
+        self._check_tasks.add(task)
+        try:
+            return await self._check_then_start_(run)
+        finally:
+            self._check_tasks.discard(task)
+
+    async def _check_then_start_(self, run: RunRecord) -> tuple[bool, str, str | None]:
+        deadline = self.settings.server.hook_deadline_s
+        analysis = self.settings.analyses[run.analysis]
+        try:
+            measurement = self.factory(analysis)
+            ok, reason, culprit = await asyncio.wait_for(measurement.check_canary(), deadline)
+        except asyncio.TimeoutError:
+            ok, reason, culprit = (False, f"canary did not answer its status and metadata within the hook deadline "
+                                          f"({deadline:g} s)", "canary")
+        except Exception as exc:  # e.g. an address the client cannot use: say so
+            ok, reason, culprit = False, f"canary check failed: {exc!r}", "canary"
+        if not ok:
+            self.event(run.id, "check", f"canary check failed: {reason}")
+            return ok, reason, culprit
+        loop = asyncio.get_running_loop()
+        try:
+            s = await loop.run_in_executor(self._starter, functools.partial(self._start_checked, run))
+        except AtCapacity as exc:
+            return False, f"not measured yet: {exc}", "shadowgate"
+        except Exception as exc:
+            log.exception("run %s: session did not start", run.id)
+            return False, f"not measured yet: the session did not start ({exc!r})", "shadowgate"
+        if s is not None:
+            s.touch()
+        return ok, reason, culprit
+
+    def _start_checked(self, run: RunRecord) -> Session | None:
+        """Start the session of a run whose canary check passed, unless it ended or lost its slot meanwhile."""
+        fresh = self.store.get_run(run.id)
+        if fresh is None or fresh.status in STOPPED_STATUSES:
+            return None
+        if not self.admission.holds(run.id):
+            raise AtCapacity("its slot was given back during the canary check")
+        return self.session(fresh, start=True)
 
     def loop_alive(self) -> bool:
         return self._thread is None or self._thread.is_alive()
@@ -537,9 +712,10 @@ class SessionManager:
             if not start or run.status in STOPPED_STATUSES:
                 return None
             analysis = self.settings.analyses[run.analysis]
-            problem = self.capacity_problem(analysis)
-            if problem:
-                raise AtCapacity(problem)
+            if not self.admission.holds(run.id):
+                ticket = self.admit(run)
+                if not ticket.admitted:
+                    raise AtCapacity(ticket.reason, ticket)
             s = Session(self, run, analysis, self.factory(analysis))
             # Restore under the lock: a second caller must not see a half-loaded session.
             stored = self.store.windows(run.id, with_data=not run.state)
@@ -605,6 +781,7 @@ class SessionManager:
             self.stop(s)
         run.status = status
         self.store.update_run(run.id, status=status)
+        self.admission.release(run.id, "ended")
         self.metrics.forget_run(run)
         return verdict
 
@@ -633,6 +810,7 @@ class SessionManager:
         if s is not None:
             s.run.status = "promoted"
             self.stop(s)
+        self.admission.release(run.id, "promoted")  # its load stops: the next run may start
         self.event(run.id, "decision", "promotion confirmed: load stopped, decision final")
         return verdict
 
@@ -652,7 +830,10 @@ class SessionManager:
                 sessions = self.active()
                 for s in sessions:
                     s._stop.set()
+                for t in list(self._check_tasks):
+                    t.cancel()
                 tasks = [asyncio.wrap_future(s._task) for s in sessions if s._task is not None]
+                tasks += list(self._check_tasks)
                 if tasks:
                     await asyncio.wait(tasks, timeout=timeout_s)
 
@@ -666,5 +847,6 @@ class SessionManager:
         for src in list(self._ctr.values()) + list(self._prom.values()):
             src.close()
         self.judge_pool.shutdown(wait=False, cancel_futures=True)
+        self._starter.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self._events.shutdown(wait=True)  # the timeline entries queued so far are kept

@@ -213,20 +213,30 @@ def test_metrics_are_per_rollout_and_removed_when_it_ends(make_app):
     assert f'shadowgate_accuracy_ratio{{{labels},version="canary"}}' not in text
 
 
-def test_limits_protect_the_model_servers_with_429(make_app, config_dict):
-    """A cap on live runs per analysis and on the load one model server gets; both exported."""
+def test_limits_protect_the_model_servers_by_queueing_never_by_a_failed_check(make_app, config_dict):
+    """A cap on admitted runs per analysis and on the load one model server gets; both exported.
+
+    (Was a 429 on rollout: Flagger counts that as a failed check. Now a run beyond the caps waits in the
+    admission queue: 200 "not measured yet" on rollout, 412 at confirm-rollout; a rate beyond the budget
+    is not applied, said in the reason.)
+    """
     config_dict["server"].update(max_sessions_per_analysis=2, max_target_rate=300)
     config_dict["analyses"]["digits"]["load"] = {"rate": 100, "max_rate": 400}
     app = make_app(config_dict, spec=GOOD)
     c = app.test_client()
     assert hook(c, "rollout", name="a1", analysis="digits").status_code == 200
     r = hook(c, "rollout", name="a2", analysis="digits")
-    assert r.status_code == 429 and r.headers["Retry-After"] and "max_target_rate" in r.json["error"], r.json
+    assert r.status_code == 200 and r.json["queued"] == 1, r.json
+    assert "max_target_rate" in r.json["reason"] and "not measured yet" in r.json["reason"], r.json
+    r = hook(c, "confirm-rollout", name="a2", analysis="digits")
+    assert r.status_code == 412 and r.json["queued"] == 1 and "queued: 0 ahead" in r.json["reason"], r.json
     r = hook(c, "rollout", name="a1", analysis="digits", rate="400")
-    assert r.status_code == 429 and r.json["field"] == "metadata.rate"
+    assert r.status_code == 200 and "metadata.rate 400 not applied" in r.json["reason"], r.json
     text = c.get("/metrics").get_data(as_text=True)
     assert 'shadowgate_limit{kind="target_rate"} 300.0' in text
     assert 'shadowgate_usage{kind="sessions"} 1.0' in text
+    assert 'shadowgate_admission_admitted{namespace="test"} 1.0' in text
+    assert 'shadowgate_admission_queued{namespace="test"} 1.0' in text
 
 
 def test_sessions_per_analysis_cap(make_app, config_dict):
@@ -234,9 +244,10 @@ def test_sessions_per_analysis_cap(make_app, config_dict):
     app = make_app(config_dict, spec=GOOD)
     c = app.test_client()
     assert hook(c, "rollout", name="b1", analysis="digits").status_code == 200
-    r = hook(c, "rollout", name="b2", analysis="digits")
-    assert r.status_code == 429 and "max_sessions_per_analysis" in r.json["error"]
+    r = hook(c, "rollout", name="b2", analysis="digits")  # was 429
+    assert r.status_code == 200 and "max_sessions_per_analysis" in r.json["reason"] and r.json["queued"] == 1
     assert hook(c, "rollout", name="b3", analysis="podinfo").status_code == 200  # another analysis may start
+    assert len(app.extensions["shadowgate"].sessions.active()) == 2  # b2 is not measured
 
 
 def test_promotion_freezes_the_decision_while_flagger_finalises(make_app):
