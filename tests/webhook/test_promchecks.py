@@ -314,8 +314,11 @@ def test_argo_sees_each_prometheus_check_by_name(make_app, fake_prom, tmp_path):
         time.sleep(0.01)
     s = svc.sessions.active()[0]
     s.golden_done.result(timeout=5)
-    svc.sessions.call(s.close_window("interval"), 5)
-    body = c.get(ARGO).json
+    for _ in range(8):  # no single window decides a Prometheus counter: its spread across windows is unknown
+        svc.sessions.call(s.close_window("interval"), 5)
+        body = c.get(ARGO).json
+        if body["decision"] != "continue":
+            break
     assert body["e5xx"]["verdict"] == "fail" and body["e5xx"]["canary"] == pytest.approx(0.02)
     assert body["decision"] == "fail" and "e5xx" in body["reason"]
     # the session queried with the run's namespace, never anything else from the call
@@ -455,7 +458,7 @@ def prom_service(demo_assets, modelserver, canary_servers, real_prometheus, tmp_
         svc.stop()
 
 
-def _until_checks_decided(service, wanted: dict[str, tuple[str, ...]], limit_s: float = 90.0) -> dict[str, dict]:
+def _until_checks_decided(service, wanted: dict[str, tuple[str, ...]], limit_s: float = 180.0) -> dict[str, dict]:
     """Poll every run as Argo would (which also keeps them alive) until each wanted check decided."""
     from tests.webhook.drivers import argo_measure
 
@@ -471,6 +474,7 @@ def _until_checks_decided(service, wanted: dict[str, tuple[str, ...]], limit_s: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_prometheus_checks_against_a_real_prometheus(prom_service):
     """Under the service's own load, read back through Prometheus: a canary with 500 ms injected latency
     fails TF Serving's P99 check and an identical one passes; Istio-shaped counters with 2 % 5xx fail and
