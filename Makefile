@@ -21,16 +21,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Debian packages the tests use: a real Prometheus server, `hey`, and Chromium
-# (the report pages are loaded in it headless, driven by Playwright).
+# Debian packages the tests use: a real Prometheus server, `hey`, Chromium
+# (the report pages are loaded in it headless, driven by Playwright) and
+# PostgreSQL (the replicas' shared store; tests/store start a throwaway cluster).
 system-deps: $(SYSSTAMP)
 
 $(SYSSTAMP): Makefile
 	@mkdir -p .cache
-	@if ! command -v prometheus >/dev/null || ! command -v hey >/dev/null || ! test -x /usr/bin/chromium; then \
+	@if ! command -v prometheus >/dev/null || ! command -v hey >/dev/null || ! test -x /usr/bin/chromium \
+	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus hey chromium >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus hey chromium postgresql >/dev/null; \
 	fi
 	touch $(SYSSTAMP)
 

@@ -194,7 +194,7 @@ def kb(b: float) -> str:
 
 
 def dictionary_text(seed: int = 1) -> bytes:
-    """What webhook/store.py's ZDICT_V1 was made of: a window's summary and its stored verdict (window 10
+    """What webhook/store/base.py's ZDICT_V1 was made of: a window's summary and its stored verdict (window 10
     of a simulated run with classifier probes), compact JSON as pack_json writes it, every decimal number
     written 0 (the keys, words and structure are what repeats from window to window)."""
     sc = Scenario()
@@ -218,7 +218,7 @@ def dictionary_text(seed: int = 1) -> bytes:
 
 
 def print_dictionary() -> None:
-    """The literal for webhook/store.py (only for a new format version: blobs written need their dictionary)."""
+    """The literal for webhook/store/base.py (only for a new format version: blobs written need their dictionary)."""
     text = base64.b85encode(zlib.compress(dictionary_text(), 9)).decode()
     print(f"# {len(dictionary_text())} bytes, made by `python -m bench.store_footprint --make-dict`")
     print("_ZDICT = (")
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=int, default=KEEP_RAW_WINDOWS, help="raw windows a live run keeps")
     ap.add_argument("--classes", type=int, default=10, help="class scores per probe (0: none)")
     ap.add_argument("--features", type=int, default=16, help="input features per probe (0: none)")
-    ap.add_argument("--make-dict", action="store_true", help="print a preset dictionary for webhook/store.py")
+    ap.add_argument("--make-dict", action="store_true", help="print a preset dictionary for webhook/store/base.py")
     args = ap.parse_args(argv)
     if args.make_dict:
         print_dictionary()

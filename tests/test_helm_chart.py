@@ -61,6 +61,7 @@ VALUE_SETS = {
         "extraVolumeMounts": [{"name": "ref", "mountPath": "/ref", "readOnly": True}],
     },
     "inline-token": {"auth": {"token": "0123456789abcdef0123"}, "serviceAccount": {"create": False, "name": "sg"}},
+    "postgresql": {"replicas": 3, "store": {"postgresql": {"url": "postgresql://sg:pw-in-secret@pg.db:5432/shadowgate"}}},
 }
 
 
@@ -172,6 +173,8 @@ def test_the_generated_token_is_kept_across_upgrades():
 @pytest.mark.parametrize("values, message", [
     ({"auth": {"enabled": True, "token": "short"}}, "token"),
     ({"replicaCount": 2}, "replicaCount"),
+    ({"replicas": 2}, "store.postgresql"),  # several replicas need the shared store
+    ({"store": {"postgresql": {"url": "mysql://x@y/z"}}}, "url"),
     ({"analyses": {"analyses": {"digits": None}}}, "analyses"),  # null removes the example
     ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"golden": {"mountPath": "data"}}, "mountPath"),
@@ -264,3 +267,61 @@ def test_the_dashboard_queries_only_exported_metrics():
     for metric in set(re.findall(r"shadowgate_[a-z_0-9]+", exprs)):
         base = re.sub(r"_bucket$", "", metric)
         assert base in readme, f"{metric} is not a documented metric"
+
+
+def test_replicas_share_postgresql_with_a_budget_and_spread_over_nodes():
+    objects, _ = render(VALUE_SETS["postgresql"])
+    deploy = by_kind(objects, "Deployment")[0]
+    assert deploy["spec"]["replicas"] == 3 and deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = deploy["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    ref = env["SHADOWGATE_STORE"]["valueFrom"]["secretKeyRef"]
+    secret = next(o for o in by_kind(objects, "Secret") if o["metadata"]["name"] == ref["name"])
+    assert base64.b64decode(secret["data"][ref["key"]]).decode().startswith("postgresql://sg:pw-in-secret@")
+    assert "pw-in-secret" not in json.dumps(by_kind(objects, "ConfigMap"))  # the password only in the Secret
+    pdb = by_kind(objects, "PodDisruptionBudget")[0]["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert not by_kind(objects, "PersistentVolumeClaim") and all(v["name"] != "data" for v in pod["volumes"])
+    egress = by_kind(objects, "NetworkPolicy")[0]["spec"]["egress"]
+    assert {"port": 5432, "protocol": "TCP"} in [p for rule in egress for p in rule.get("ports", [])]
+    # the same chart with SQLite: one replica, the volume, no budget
+    objects, _ = render({})
+    assert by_kind(objects, "Deployment")[0]["spec"]["replicas"] == 1
+    assert by_kind(objects, "PersistentVolumeClaim") and not by_kind(objects, "PodDisruptionBudget")
+
+
+@pytest.fixture(scope="module")
+def postgres_for_chart():
+    """A database of a throwaway PostgreSQL cluster (tests/store/postgres.py)."""
+    pytest.importorskip("psycopg")
+    from tests.store.postgres import running_postgres
+
+    with running_postgres() as pg:
+        yield pg.create_database("chart")
+
+
+def test_the_postgresql_url_from_the_chart_reaches_the_service(tmp_path, postgres_for_chart):
+    """The rendered config plus SHADOWGATE_STORE, as the pod gets them, load and open the shared store."""
+    from webhook.store import open_store
+
+    objects, _ = render({"replicas": 2, "store": {"postgresql": {"url": postgres_for_chart}}})
+    config = _materialise(objects, tmp_path)
+    secret = next(o for o in by_kind(objects, "Secret") if o["metadata"]["name"].endswith("-store"))
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    old = os.environ.get("SHADOWGATE_STORE")
+    os.environ["SHADOWGATE_STORE"] = url
+    try:
+        settings = load_settings(yaml.safe_load(config.read_text()), config.parent)
+    finally:
+        if old is None:
+            del os.environ["SHADOWGATE_STORE"]
+        else:
+            os.environ["SHADOWGATE_STORE"] = old
+    assert settings.store_path == url
+    store = open_store(settings.store_path)
+    try:
+        assert store.shared and store.list_runs() == []
+    finally:
+        store.close()

@@ -16,6 +16,12 @@ The rules:
   `server.max_sessions_per_namespace` (optional) and the planned requests/s
   per model server (`server.max_target_rate`, load and probes of every
   admitted run). A run is admitted when a slot is free and it fits.
+- Per rollout namespace (isolation: one team cannot take what the others
+  need), optional: `server.max_rate_per_namespace` (planned requests/s of
+  its admitted runs, load and probes over every model server) and
+  `server.max_connections_per_namespace` (outbound connections its admitted
+  runs hold: see `planned_connections`). A run beyond its namespace's cap
+  waits in the queue; the other namespaces' runs are admitted past it.
 - A loop running later than `server.max_loop_lag_s` stops new admissions;
   it never evicts an admitted run.
 - The queue is first come, first served with a per-namespace fair share:
@@ -64,6 +70,7 @@ class Entry:
     seq: int  # arrival order (first call)
     first_seen: float  # monotonic
     last_seen: float  # monotonic: the run's newest call
+    connections: int = 0  # outbound connections the run holds while it measures (planned_connections)
     admitted_at: float | None = None
     claimed: bool = True  # False: admitted from the queue while not calling; reserved for queue_ttl
     over_cap: bool = False  # admitted again beyond the caps (it had been admitted before)
@@ -136,11 +143,11 @@ class Admission:
     # ------------------------------------------------------------ callers
 
     def request(self, run_id: str, namespace: str, analysis: str, rates: dict[str, float], *,
-                resumed: bool = False) -> Ticket:
+                resumed: bool = False, connections: int = 0) -> Ticket:
         """A call for `run_id`: admit it if it holds or gets a slot, else queue it (or keep its place).
 
         resumed: the run measured before (e.g. before a restart): admitted at once, beyond the caps
-        if need be.
+        if need be. connections: outbound connections the run will hold (planned_connections).
         """
         now = self.clock()
         with self._lock:
@@ -153,7 +160,7 @@ class Admission:
             e = self._queue.get(run_id)
             if e is None:
                 self._seq += 1
-                e = Entry(run_id, namespace, analysis, dict(rates), self._seq, now, now)
+                e = Entry(run_id, namespace, analysis, dict(rates), self._seq, now, now, connections=connections)
                 if resumed or run_id in self._ever:
                     over = self._problem(e, ignore_lag=True) is not None
                     self._admit(e, now, over_cap=over)
@@ -220,6 +227,12 @@ class Admission:
                 total = used.get(address, 0.0) - (mine.rates.get(address, 0.0) if mine else 0.0) + r
                 if total > limit:
                     return f"model server {address} would get {total:.0f} req/s, server.max_target_rate is {limit:g}"
+            cap = getattr(self.server, "max_rate_per_namespace", None)
+            if cap is not None and mine is not None:
+                total = self._namespace_rate(mine.namespace) - sum(mine.rates.values()) + sum(rates.values())
+                if total > cap:
+                    return (f"namespace {mine.namespace} would plan {total:.0f} req/s, "
+                            f"server.max_rate_per_namespace is {cap:g}")
         return None
 
     def set_rates(self, run_id: str, rates: dict[str, float]) -> None:
@@ -278,6 +291,9 @@ class Admission:
             mine = sum(1 for x in self._admitted.values() if x.namespace == e.namespace)
             if mine >= cap:
                 return f"{mine} runs of namespace {e.namespace} admitted, server.max_sessions_per_namespace is {cap}"
+        why = self._namespace_problem(e)
+        if why is not None:
+            return why
         used = self._used_rates()
         for address, r in e.rates.items():
             if r > srv.max_target_rate:
@@ -291,6 +307,33 @@ class Admission:
             if lag > srv.max_loop_lag_s:
                 return (f"Shadowgate's loop runs {1000 * lag:.0f} ms late (server.max_loop_lag_s is "
                         f"{1000 * srv.max_loop_lag_s:.0f} ms): no new run until it catches up")
+        return None
+
+    def _namespace_rate(self, namespace: str) -> float:
+        return sum(sum(x.rates.values()) for x in self._admitted.values() if x.namespace == namespace)
+
+    def _namespace_problem(self, e: Entry) -> str | None:
+        """Why `e` would take more than its namespace's share of the load budget or of the connections."""
+        srv = self.server
+        cap = getattr(srv, "max_rate_per_namespace", None)
+        if cap is not None:
+            mine = sum(e.rates.values())
+            if mine > cap:
+                return (f"its planned load alone ({mine:.0f} req/s) exceeds server.max_rate_per_namespace ({cap:g}): "
+                        "it can never start; lower load.rate or raise the limit")
+            used = self._namespace_rate(e.namespace)
+            if used + mine > cap:
+                return (f"namespace {e.namespace} would plan {used + mine:.0f} req/s, "
+                        f"server.max_rate_per_namespace is {cap:g}")
+        cap = getattr(srv, "max_connections_per_namespace", None)
+        if cap is not None:
+            if e.connections > cap:
+                return (f"its {e.connections} planned connections alone exceed "
+                        f"server.max_connections_per_namespace ({cap}): it can never start")
+            used = sum(x.connections for x in self._admitted.values() if x.namespace == e.namespace)
+            if used + e.connections > cap:
+                return (f"namespace {e.namespace} would hold {used + e.connections} outbound connections, "
+                        f"server.max_connections_per_namespace is {cap}")
         return None
 
     def _order(self) -> Iterator[Entry]:
@@ -388,3 +431,19 @@ class Admission:
         self.metrics.usage.labels("admitted").set(len(self._admitted))
         self.metrics.usage.labels("queued").set(len(self._queue))
         self._published = stats
+
+
+def planned_connections(config: Any) -> int:
+    """Outbound connections one run of an analysis (webhook.config.AnalysisConfig) holds while it measures.
+
+    Per version: the prober's client (gRPC: one HTTP/2 connection; REST: up to 16, the golden-set
+    burst's concurrency) and, when that version is loaded, the load sender's (gRPC: load.connections;
+    REST: up to load.concurrency). The canary check's two short-lived clients are not counted.
+    """
+    n = 0
+    for version in ("stable", "canary"):
+        grpc = getattr(config, version).protocol == "tfserving-grpc"
+        n += 1 if grpc else 16
+        if (config.load.rate > 0 or config.load.schedule) and (config.load.targets == "both" or version == "canary"):
+            n += config.load.connections if grpc else config.load.concurrency
+    return n

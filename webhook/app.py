@@ -22,7 +22,7 @@ from .config import Settings
 from .metrics import Metrics
 from .retention import Pruner
 from .sessions import MeasurementFactory, SessionManager
-from .store import SQLiteStore, Store
+from .store import Store, open_store
 
 
 @dataclass
@@ -66,7 +66,8 @@ def time_left(budget_s: float) -> float:
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None, store: Store | None = None,
                measurement_factory: MeasurementFactory | None = None) -> Flask:
-    """Build the app. `registry` defaults to a fresh one; `store` to SQLite at the configured path."""
+    """Build the app. `registry` defaults to a fresh one; `store` to the configured one (`server.store`: a
+    SQLite file, or a postgresql:// URL shared with other replicas)."""
     from . import argo, flagger, ops, reports
 
     app = Flask("shadowgate")
@@ -76,7 +77,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     app.json.compact = True  # Flagger shows the body in its events: keep it on one line
     app.json.sort_keys = False
     metrics = Metrics(registry)
-    store = store if store is not None else SQLiteStore(settings.store_path)
+    store = store if store is not None else open_store(settings.store_path)
     svc = Service(settings=settings, store=store, metrics=metrics,
                   sessions=SessionManager(settings, store, metrics, measurement_factory))
     app.extensions["shadowgate"] = svc

@@ -169,6 +169,12 @@ class LoadConfig(_Strict):
                             description="cap for a rate asked by hook metadata")
     schedule: list[LoadStep] = Field(default_factory=list)
     concurrency: int = Field(default=64, ge=1, le=10_000, description="requests in flight at most")
+    connections: int = Field(default=1, ge=1, le=16, description=(
+        "gRPC only: HTTP/2 connections the load sender opens to each version, requests spread over them "
+        "in turn. A version served by several processes or pods behind one address (a Kubernetes "
+        "Service, SO_REUSEPORT) is balanced per connection, not per request: one connection loads one of "
+        "them, so open a few per backend (e.g. 4 x their count). REST: unused, its connection pool follows "
+        "concurrency. Counted by server.max_connections_per_namespace"))
     warmup_s: float = Field(default=0.0, ge=0)
     timeout_s: float = Field(default=2.0, gt=0, le=60)
     targets: Literal["both", "canary"] = Field(
@@ -299,8 +305,48 @@ class AuthConfig(_Strict):
         return self
 
 
+def check_store(v: str) -> str:
+    """`server.store`: a SQLite file path, or a postgresql:// URL with a host and a database.
+
+    Errors never quote the URL's password (webhook.redact)."""
+    from .redact import redact_url
+    from .store import is_postgres_url
+
+    if not v or not v.strip():
+        raise ValueError("must be a SQLite file path or a postgresql:// URL")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", v) and not is_postgres_url(v):
+        raise ValueError(f"{redact_url(v)}: only postgresql:// URLs (or a SQLite file path) are supported")
+    if not is_postgres_url(v):
+        return v
+    from urllib.parse import urlsplit
+
+    shown = redact_url(v)
+    try:
+        u = urlsplit(v)
+        port = u.port
+    except ValueError:
+        raise ValueError(f"{shown}: not a valid URL (the port must be a number from 1 to 65535)") from None
+    if not u.hostname:
+        raise ValueError(f"{shown}: the URL needs a host (postgresql://user:pass@host:5432/db)")
+    if port == 0:
+        raise ValueError(f"{shown}: the port must be a number from 1 to 65535")
+    if not u.path.strip("/"):
+        raise ValueError(f"{shown}: the URL needs a database name (postgresql://user:pass@host:5432/db)")
+    return v
+
+
+STORE_ENV = "SHADOWGATE_STORE"
+
+
 class ServerConfig(_Strict):
-    """The service process: its HTTP front (webhook/front.py), store and retention. Units: seconds, bytes."""
+    """The service process: its HTTP front (webhook/front.py), store and retention. Units: seconds, bytes.
+
+    Hooks and capacity: a hook (/flagger/*, /argo/*) never gets 503 for Shadowgate's own capacity:
+    `max_hook_queue`, `hook_queue_timeout_s`, answered within `hook_deadline_s` + 0.5 s (webhook/busy.py).
+    Isolation, per rollout namespace: `max_sessions_per_namespace` (admitted runs),
+    `max_rate_per_namespace` (planned requests/s, the load budget), `max_connections_per_namespace`
+    (outbound connections), `max_blocking_hooks_per_namespace` (threads waiting on live checks).
+    """
 
     bind: str = "127.0.0.1:8080"
     threads: int = Field(default=16, ge=1, le=512, description="app threads for hooks and the API; "
@@ -318,7 +364,18 @@ class ServerConfig(_Strict):
                            description="requests waiting for a free thread; beyond, 503 at once")
     queue_timeout_s: float = Field(default=1.0, gt=0, le=10,
                                    description="a request that waited this long (from its first byte) for a "
-                                               "thread gets 503")
+                                               "thread gets 503 (never a hook: see max_hook_queue)")
+    max_hook_queue: int = Field(default=1000, ge=0, le=100_000,
+                                description="hook calls (/flagger/*, /argo/*) waiting for a thread, in their "
+                                            "own queue served first; a hook never gets 503 for Shadowgate's "
+                                            "capacity: beyond this, or after hook_queue_timeout(), it gets the "
+                                            "busy answer (webhook/busy.py: confirm-* 412, rollback 409, "
+                                            "pre-rollout/rollout 200 unless the run already failed, Argo "
+                                            "Inconclusive), always within hook_deadline_s + 0.5 s")
+    hook_queue_timeout_s: float | None = Field(default=None, gt=0, lt=10,
+                                               description="a hook waiting this long (from its first byte) for a "
+                                                           "thread gets the busy answer; default 3/4 of "
+                                                           "hook_deadline_s (6 s)")
     retention_days: float | None = Field(default=365.0, gt=0,
                                          description="finished runs not updated for this long are deleted "
                                                      "with their windows and timeline; null keeps them")
@@ -330,7 +387,13 @@ class ServerConfig(_Strict):
                                          description="raw windows a live run keeps (its newest); older ones keep "
                                                      "a summary; null keeps all")
     prune_interval_s: float = Field(default=3600.0, gt=0, description="how often retention runs")
-    store: str = Field(default="shadowgate.db", description="SQLite file; relative to the config file")
+    store: str = Field(default="shadowgate.db", description="SQLite file (relative to the config file; one "
+                       "process), or postgresql://user:pass@host:port/db: any number of replicas share it "
+                       "(README \"Replicas on PostgreSQL\"); the SHADOWGATE_STORE environment variable overrides it")
+    lease_ttl_s: float | None = Field(default=None, ge=0.5, le=300,
+                                      description="PostgreSQL store: a run's lease lasts this long unrenewed; a "
+                                                  "dead replica's runs resume elsewhere within 1.75x it. Default: "
+                                                  "half the shortest analysis interval, 1 to 30 s")
     public_url: str | None = Field(default=None, description="base URL SREs reach the service at "
                                    "(e.g. https://shadowgate.example.com); answers link each run's report")
     interval_s: float = Field(default=30.0, gt=0, description="window length")
@@ -356,6 +419,20 @@ class ServerConfig(_Strict):
                                    description="requests/s Shadowgate may plan for one model server (load and "
                                                "probes of every admitted run); a run that would exceed it waits "
                                                "in the queue, a rate change beyond it is not applied")
+    max_rate_per_namespace: float | None = Field(default=None, gt=0,
+                                                 description="isolation: requests/s (load and probes, over every "
+                                                             "model server) the admitted runs of one rollout "
+                                                             "namespace may plan; a run beyond waits in the "
+                                                             "admission queue (412 / Inconclusive) while other "
+                                                             "namespaces are admitted, a metadata.rate beyond is "
+                                                             "not applied. null: only max_target_rate")
+    max_connections_per_namespace: int | None = Field(default=None, ge=1, le=1_000_000,
+                                                      description="isolation: outbound connections to model "
+                                                                  "servers the admitted runs of one rollout "
+                                                                  "namespace may hold (per run: gRPC 1 per client, "
+                                                                  "REST up to its concurrency; webhook.admission."
+                                                                  "planned_connections); a run beyond waits in the "
+                                                                  "admission queue. null: no cap")
     max_loop_lag_s: float = Field(default=0.25, gt=0,
                                   description="when Shadowgate's own event loop runs this late, no new run is "
                                               "admitted (admitted runs keep their slots)")
@@ -376,14 +453,21 @@ class ServerConfig(_Strict):
     max_blocking_hooks_per_namespace: int = Field(default=2, ge=0, le=512,
                                                   description="hooks of one rollout namespace that may wait on a "
                                                               "live check at once")
-    golden_wait_s: float | None = Field(default=None, gt=0,
+    golden_wait_s: float | None = Field(default=1.5, gt=0,
                                         description="pre-rollout waits at most this long (from its arrival) for "
                                                     "the golden-set check; a check still running then answers 200 "
-                                                    "and its result gates the next hooks. Default: the whole "
-                                                    "hook_deadline_s (a failing golden set is a 412 on "
-                                                    "pre-rollout itself); 1.5 keeps pre-rollout under 2 s")
+                                                    "(\"golden-set check still running: its result gates the next "
+                                                    "hooks\": a failing golden set is the next rollout's 412). "
+                                                    "1.5 keeps pre-rollout under 2 s with 20 analyses starting "
+                                                    "together (bench.prerollout_burst); null waits the whole "
+                                                    "hook_deadline_s")
     namespaces: list[str] = Field(default_factory=list, description="allow-list; empty allows all")
     auth: AuthConfig | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        return check_store(v)
 
     @field_validator("bind")
     @classmethod
@@ -413,6 +497,12 @@ class ServerConfig(_Strict):
         if self.admission_ttl_s is not None:
             return self.admission_ttl_s
         return max(600.0, self.idle_timeout())
+
+    def hook_queue_timeout(self) -> float:
+        """Seconds a hook may wait for a thread before the front answers it busy (below hook_deadline_s)."""
+        if self.hook_queue_timeout_s is not None:
+            return min(self.hook_queue_timeout_s, self.hook_deadline_s)
+        return 0.75 * self.hook_deadline_s
 
     def blocking_hooks(self) -> int:
         """Hooks that may wait on a live check at once (always below `threads`)."""
@@ -582,6 +672,10 @@ def _register_secrets(config: Config, token: str | None) -> None:
     from .redact import option_secrets, register, register_secret
 
     register_secret(token)
+    from .store import is_postgres_url
+
+    if is_postgres_url(config.server.store):
+        register(config.server.store)  # the password in a postgresql:// URL
     for ac in config.analyses.values():
         register(ac.stable.address, ac.canary.address)
         if ac.ctr is not None:
@@ -625,6 +719,13 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
     if not namespaces and os.environ.get(NAMESPACES_ENV):
         namespaces = [n.strip() for n in os.environ[NAMESPACES_ENV].split(",") if n.strip()]
         config = config.model_copy(update={"server": config.server.model_copy(update={"namespaces": namespaces})})
+    if os.environ.get(STORE_ENV, "").strip():
+        # Deployments (the Helm chart) hand a PostgreSQL URL over from a Secret: it holds a password.
+        try:
+            store_url = check_store(os.environ[STORE_ENV].strip())
+        except ValueError as exc:
+            raise ConfigError(f"server.store ({STORE_ENV})", str(exc)) from None
+        config = config.model_copy(update={"server": config.server.model_copy(update={"store": store_url})})
     for i, ns in enumerate(config.server.namespaces):
         if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", ns):
             raise ConfigError(f"server.namespaces.{i}", f"{ns!r} is not a Kubernetes namespace name")
@@ -660,9 +761,14 @@ def load_settings(data: dict[str, Any], base_dir: Path | str = ".") -> Settings:
         if not ac.allow_undecidable:
             _refuse_undecidable(analyses[name], field)
 
+    from .store import is_postgres_url
+
     store = Path(config.server.store)
-    store_path = config.server.store if config.server.store == ":memory:" else str(
-        store if store.is_absolute() else base / store)
+    if is_postgres_url(config.server.store):
+        store_path = config.server.store  # a URL, not a file: nothing to resolve
+    else:
+        store_path = config.server.store if config.server.store == ":memory:" else str(
+            store if store.is_absolute() else base / store)
     return Settings(config=config, analyses=analyses, store_path=store_path, token=token, base_dir=base)
 
 

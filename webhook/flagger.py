@@ -53,6 +53,7 @@ starts a new one.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,11 +298,20 @@ def pre_rollout(call: Call):
                 return _reply(call, run, 200, "canary check and golden-set check running in the background (other "
                                               "hooks are waiting on live checks): their results gate the next hooks",
                               waiting_verdict("the canary check is running in the background"), background=True)
+            waited_from, wait_s = time.perf_counter(), max(0.0, _deadline(call) - 0.05)
             try:
-                ok, reason, culprit = fut.result(timeout=max(0.0, _deadline(call) - 0.05))
+                try:
+                    ok, reason, culprit = fut.result(timeout=wait_s)
+                except concurrent.futures.TimeoutError:
+                    if time.perf_counter() - waited_from < 0.9 * call.svc.settings.server.hook_deadline_s:
+                        raise  # this call came late (it waited for a thread): the canary has had no deadline yet
+                    # The check ends at its own deadline (about now) and says whose fault it was.
+                    ok, reason, culprit = fut.result(timeout=0.3)
             except concurrent.futures.TimeoutError:
-                ok, reason, culprit = (False, "canary did not answer its status and metadata within the hook "
-                                              "deadline", "canary")
+                # Not the canary's fault, nor a failed check: the check goes on and gates the next hooks.
+                return _reply(call, run, 200, "canary check running in the background (not finished within this "
+                                              "call's time): its result gates the next hooks",
+                              waiting_verdict("the canary check is running in the background"), background=True)
             except BaseException as exc:  # cancelled at shutdown
                 ok, reason, culprit = False, f"canary check did not finish: {exc!r}", "shadowgate"
             if not ok:
@@ -357,7 +367,9 @@ def rollout(call: Call):
     if m.canary_failed:  # the canary's fault (measured from now on)
         return _reply(call, run, 412, m.canary_failed)
     v = m.verdict
-    return _reply(call, run, 412 if v.outcome == "fail" else 200, f"{v.reason}{m.note}", v)
+    # the note (a rate not applied) is Shadowgate's own news: the verdict's reason is shortened, never the note
+    reason = one_line(v.reason, max(100, 400 - len(m.note))) + m.note if m.note else v.reason
+    return _reply(call, run, 412 if v.outcome == "fail" else 200, reason, v)
 
 
 def _measured(v: Any) -> str | None:

@@ -17,11 +17,26 @@ fewer than `max_queue` others are waiting; otherwise it gets a 503 JSON
 answer with Retry-After at once. /healthz, /readyz and /metrics have their
 own small lane, so probes and scrapes answer while hooks are busy.
 
+Hooks (paths under `hook_prefixes`: /flagger/, /argo/) never get that 503:
+Flagger counts any non-2xx of pre-rollout and rollout as a failed check and
+Argo any non-2xx as a measurement Error (../shared/contracts.md), so
+Shadowgate's own capacity must never answer with one. They wait in their
+own, larger queue (`max_hook_queue`), served before other work, for up to
+`hook_queue_timeout_s` from their first byte, and are answered within
+`hook_answer_s` of it whatever the app does. A hook that finds no thread in
+time (or whose app call runs past `hook_answer_s`) is answered by `busy`
+(webhook.busy): a quick answer from in-memory state that the caller reads as
+"wait" (confirm-* 412, rollback 409, Argo 200 Inconclusive) or "not judged
+this time" (pre-rollout/rollout 200 unless the run already failed). Hooks
+whose work must still happen (e.g. post-rollout gives a slot back) are
+`deferred`: run on the next free thread after their answer, their result
+dropped; at most `max_deferred` wait so.
+
 Every answer is JSON in the service's one error shape (webhook.errors),
 including what the HTTP layer itself refuses: 400 malformed request (bad
 chunk sizes, bad headers, unsupported HTTP version), 408 read timeout, 413
 body over `max_body_bytes`, 414 request line over 8 KiB, 431 headers over
-32 KiB, 503 busy. No input reaches a 5xx except 503 for overload.
+32 KiB, 503 busy (never to a hook). No input reaches a 5xx except 503 for overload.
 
 The app sees the arrival time in `environ["shadowgate.arrived"]`
 (time.perf_counter() at the request's first byte), so deadlines count from
@@ -62,9 +77,30 @@ MAX_HEADER_BYTES = 32 * 1024  # request line and headers together
 READ_CHUNK = 64 * 1024
 
 # Why the front answered a request itself (shadowgate_http_refused_total{reason}).
-REFUSALS = ("queue_full", "queue_timeout", "read_timeout", "too_large", "bad_request", "evicted")
+REFUSALS = ("queue_full", "queue_timeout", "read_timeout", "too_large", "bad_request", "evicted", "hook_busy",
+            "hook_deferred", "hook_dropped")
+
+# Who waits for a thread, served in this order when one frees (webhook/front.py, _Lane).
+HOOK, DEFERRED, OTHER = 0, 1, 2
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class BusyAnswer:
+    """What the front answers a hook it could not serve in time (see webhook.busy).
+
+    defer: run the request on the app anyway once a thread frees (its answer is dropped).
+    """
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    defer: bool = False
+
+
+# busy(environ, body) -> BusyAnswer: called on the front's loop, so it must not block (in-memory reads only).
+BusyFn = Callable[[dict, bytes], BusyAnswer]
 
 
 @dataclass(frozen=True)
@@ -83,6 +119,12 @@ class FrontLimits:
     max_request_line: int = MAX_REQUEST_LINE
     max_header_bytes: int = MAX_HEADER_BYTES
     graceful_timeout_s: float = 15.0  # on stop, requests in flight get this long to finish
+    # Hooks (Flagger, Argo): never a 503 for Shadowgate's own capacity (see the module docstring).
+    hook_prefixes: tuple[str, ...] = ("/flagger/", "/argo/")
+    max_hook_queue: int = 1000  # hooks waiting for a thread; beyond: the busy answer at once
+    hook_queue_timeout_s: float = 6.0  # a hook waiting longer (from its first byte): the busy answer
+    hook_answer_s: float = 8.5  # every hook is answered within this of its first byte
+    max_deferred: int = 256  # busy-answered hooks waiting to run anyway; beyond, they are dropped (logged)
 
 
 class _Refuse(Exception):
@@ -111,25 +153,37 @@ class _Request:
 
 
 class _Lane:
-    """A fixed number of app threads and a bounded, time-limited wait for one of them."""
+    """A fixed number of app threads and a bounded, time-limited wait for one of them.
 
-    def __init__(self, name: str, threads: int, max_queue: int) -> None:
+    Waiters come in classes (HOOK, DEFERRED, OTHER), each with its own bound; a freed thread goes to
+    the oldest waiter of the first class that has one.
+    """
+
+    def __init__(self, name: str, threads: int, max_queue: int, max_hook_queue: int | None = None,
+                 max_deferred: int = 0) -> None:
         self.name = name
         self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"front-{name}")
         self.free = threads
         self.max_queue = max_queue
-        self.waiting: list[asyncio.Future] = []
+        self.bounds = {HOOK: max_queue if max_hook_queue is None else max_hook_queue, DEFERRED: max_deferred,
+                       OTHER: max_queue}
+        self.queues: dict[int, list[asyncio.Future]] = {HOOK: [], DEFERRED: [], OTHER: []}
 
-    async def acquire(self, deadline: float) -> None:
+    @property
+    def waiting(self) -> list[asyncio.Future]:
+        return [f for q in self.queues.values() for f in q]
+
+    async def acquire(self, deadline: float, kind: int = OTHER) -> None:
         """Take a thread, waiting until `deadline` (perf_counter) at most; _Refuse(503) otherwise."""
-        if self.free > 0 and not self.waiting:
+        if self.free > 0 and not any(self.queues.values()):
             self.free -= 1
             return
-        if len(self.waiting) >= self.max_queue:
-            raise _Refuse(503, f"busy: all {self.name} threads are working and {len(self.waiting)} requests"
+        queue = self.queues[kind]
+        if len(queue) >= self.bounds[kind]:
+            raise _Refuse(503, f"busy: all {self.name} threads are working and {len(queue)} requests"
                                " wait; try again", reason="queue_full", headers=[("Retry-After", "1")])
         fut = asyncio.get_running_loop().create_future()
-        self.waiting.append(fut)
+        queue.append(fut)
         try:
             await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.perf_counter()))
         except asyncio.TimeoutError:
@@ -145,15 +199,17 @@ class _Lane:
                 fut.cancel()
             raise
         finally:
-            if fut in self.waiting:
-                self.waiting.remove(fut)
+            if fut in queue:
+                queue.remove(fut)
 
     def release(self) -> None:
-        while self.waiting:
-            fut = self.waiting.pop(0)
-            if not fut.done():
-                fut.set_result(None)  # the thread passes straight to the next waiter
-                return
+        for kind in (HOOK, DEFERRED, OTHER):
+            queue = self.queues[kind]
+            while queue:
+                fut = queue.pop(0)
+                if not fut.done():
+                    fut.set_result(None)  # the thread passes straight to the next waiter
+                    return
         self.free += 1
 
 
@@ -198,10 +254,13 @@ class _Metrics:
 class Front:
     """An HTTP/1.1 server for one WSGI app. `serve()` runs on an asyncio loop; `run()` blocks."""
 
-    def __init__(self, app: WSGIApp, limits: FrontLimits = FrontLimits(), *, registry: Any | None = None) -> None:
+    def __init__(self, app: WSGIApp, limits: FrontLimits = FrontLimits(), *, registry: Any | None = None,
+                 busy: BusyFn | None = None) -> None:
         self.app = app
         self.limits = limits
-        self._main = _Lane("app", limits.threads, limits.max_queue)
+        self.busy = busy  # answers hooks the app cannot serve in time; None: hooks are handled as other work
+        self._deferred = 0  # busy-answered hooks waiting to run on the app
+        self._main = _Lane("app", limits.threads, limits.max_queue, limits.max_hook_queue, limits.max_deferred)
         self._ops = _Lane("ops", limits.ops_threads, max(4, limits.max_queue // 4))
         self._metrics = _Metrics(registry)
         # Connections waiting for (part of) a request: task -> perf_counter when the wait began.
@@ -459,7 +518,10 @@ class Front:
                 self._metrics.refused.labels(refuse.reason).inc()
             return refuse.status, [("Content-Type", "application/json"), *refuse.headers], \
                 _json(refuse.status, refuse.message, refuse.field)
-        lane = self._ops if environ["PATH_INFO"] in OPS_PATHS else self._main
+        path = environ["PATH_INFO"]
+        if self.busy is not None and path.startswith(self.limits.hook_prefixes):
+            return await self._dispatch_hook(req, peer, writer, environ)
+        lane = self._ops if path in OPS_PATHS else self._main
         if self._metrics.enabled:
             self._metrics.in_flight.inc()
         try:
@@ -468,22 +530,96 @@ class Front:
             except _Refuse as refuse:
                 if self._metrics.enabled:
                     self._metrics.refused.labels(refuse.reason).inc()
-                log.warning("front: %s %s refused: %s", req.method, environ["PATH_INFO"][:80], refuse.message)
+                log.warning("front: %s %s refused: %s", req.method, path[:80], refuse.message)
                 return refuse.status, [("Content-Type", "application/json"), *refuse.headers], \
                     _json(refuse.status, refuse.message, refuse.field)
             environ["shadowgate.queued_s"] = time.perf_counter() - req.arrived
-            try:
-                fut = asyncio.get_running_loop().run_in_executor(lane.pool, self._call_app, environ)
-                # The thread goes back only when the app is done, even if this
-                # connection is cancelled meanwhile.
-                fut.add_done_callback(lambda _f: lane.release())
-            except RuntimeError:  # pool shut down: stopping
-                lane.release()
+            fut = self._run(lane, environ)
+            if fut is None:
                 return 503, [("Content-Type", "application/json")], _json(503, "stopping")
             return await asyncio.shield(fut)
         finally:
             if self._metrics.enabled:
                 self._metrics.in_flight.dec()
+
+    def _run(self, lane: _Lane, environ: dict[str, Any]) -> asyncio.Future | None:
+        """Run the app on a thread already taken from `lane`; None when the pool is shut down (stopping)."""
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(lane.pool, self._call_app, environ)
+        except RuntimeError:  # pool shut down: stopping
+            lane.release()
+            return None
+        # The thread goes back only when the app is done, even if this connection is cancelled meanwhile.
+        fut.add_done_callback(lambda _f: lane.release())
+        return fut
+
+    async def _dispatch_hook(self, req: _Request, peer: Any, writer: asyncio.StreamWriter,
+                             environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """A hook: its own queue, answered within hook_answer_s of its first byte, never a 503 for capacity."""
+        lim, lane = self.limits, self._main
+        if self._metrics.enabled:
+            self._metrics.in_flight.inc()
+        try:
+            try:
+                await lane.acquire(req.arrived + min(lim.hook_queue_timeout_s, lim.hook_answer_s), HOOK)
+            except _Refuse as refuse:
+                return self._busy(req, peer, writer, environ, f"no free thread ({refuse.reason})", defer=True)
+            environ["shadowgate.queued_s"] = time.perf_counter() - req.arrived
+            fut = self._run(lane, environ)
+            if fut is None:
+                return self._busy(req, peer, writer, environ, "stopping", defer=False)
+            left = req.arrived + lim.hook_answer_s - time.perf_counter()
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), max(0.0, left))
+            except asyncio.TimeoutError:  # the app goes on; its answer is dropped
+                return self._busy(req, peer, writer, environ, "the app did not answer in time", defer=False)
+        finally:
+            if self._metrics.enabled:
+                self._metrics.in_flight.dec()
+
+    def _busy(self, req: _Request, peer: Any, writer: asyncio.StreamWriter, environ: dict[str, Any],
+              why: str, *, defer: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The busy answer of a hook (and, if it asks for it, its request queued to run anyway)."""
+        assert self.busy is not None
+        try:
+            ans = self.busy(environ, req.body)
+        except Exception:
+            log.exception("front: the busy answer failed on %s", environ["PATH_INFO"][:80])
+            ans = BusyAnswer(200, _json(200, "Shadowgate is busy: not answered this time"))
+        if self._metrics.enabled:
+            self._metrics.refused.labels("hook_busy").inc()
+        log.warning("front: %s %s answered %d by the busy path: %s", req.method, environ["PATH_INFO"][:80],
+                    ans.status, why)
+        if defer and ans.defer:
+            if self._deferred < self.limits.max_deferred:
+                self._deferred += 1
+                if self._metrics.enabled:
+                    self._metrics.refused.labels("hook_deferred").inc()
+                asyncio.get_running_loop().create_task(self._run_deferred(self._environ(req, peer, writer)))
+            else:
+                if self._metrics.enabled:
+                    self._metrics.refused.labels("hook_dropped").inc()
+                log.warning("front: %s %s not run: %d deferred hooks wait already", req.method,
+                            environ["PATH_INFO"][:80], self._deferred)
+        return ans.status, [("Content-Type", "application/json"), *ans.headers], ans.body
+
+    async def _run_deferred(self, environ: dict[str, Any]) -> None:
+        """Run a busy-answered hook once a thread frees (after the live hooks); its answer is dropped."""
+        environ["shadowgate.deferred"] = True
+        try:
+            await self._main.acquire(time.perf_counter() + max(60.0, self.limits.graceful_timeout_s), DEFERRED)
+        except (_Refuse, asyncio.CancelledError):
+            self._deferred -= 1
+            log.warning("front: deferred %s %s not run: no thread within 60 s", environ["REQUEST_METHOD"],
+                        environ["PATH_INFO"][:80])
+            return
+        self._deferred -= 1
+        fut = self._run(self._main, environ)
+        if fut is not None:
+            try:
+                await asyncio.shield(fut)
+            except Exception:
+                pass
 
     def _environ(self, req: _Request, peer: Any, writer: asyncio.StreamWriter) -> dict[str, Any]:
         target = req.target
@@ -599,8 +735,8 @@ class FrontThread:
     """A Front on its own loop in a background thread, for tests and embedding: `url`, `stop()`."""
 
     def __init__(self, app: WSGIApp, limits: FrontLimits = FrontLimits(), *, bind: str = "127.0.0.1:0",
-                 registry: Any | None = None) -> None:
-        self.front = Front(app, limits, registry=registry)
+                 registry: Any | None = None, busy: BusyFn | None = None) -> None:
+        self.front = Front(app, limits, registry=registry, busy=busy)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="front", daemon=True)
         self._thread.start()

@@ -224,7 +224,9 @@ class LiveMeasurement:
             target = Target(address=t.address, model=t.model, protocol=_WIRE_PROTOCOL[t.protocol],
                             version=t.version, label=t.label, signature=t.signature)
             payloads = build_payloads(target, self.analysis.golden_inputs, self.config.probe.input_name)
-            sender = make_sender(target, payloads, timeout_s=load.timeout_s, concurrency=load.concurrency)
+            # load.connections: gRPC only (REST's pool follows the concurrency cap)
+            sender = make_sender(target, payloads, timeout_s=load.timeout_s, concurrency=load.concurrency,
+                                 connections=load.connections if target.protocol == "grpc" else None)
             self._senders.append(sender)
             # Interleave the two timetables so the versions do not get bursts at the same instants.
             gen = LoadGenerator(sender, rate=rate, concurrency=load.concurrency, warmup_s=load.warmup_s,

@@ -26,6 +26,7 @@ import sys
 
 from .config import ConfigError, Settings, load_config
 from .redact import install_log_filter, scrub
+from .store import StoreUnavailable
 
 log = logging.getLogger("shadowgate")
 
@@ -60,7 +61,9 @@ def limits(settings: Settings, threads: int):
     return FrontLimits(threads=threads, read_timeout_s=srv.read_timeout_s, keepalive_s=srv.keepalive_s,
                        max_connections=srv.max_connections, max_queue=srv.max_queue,
                        queue_timeout_s=srv.queue_timeout_s, max_body_bytes=srv.max_body_bytes,
-                       graceful_timeout_s=srv.timeout_s)
+                       graceful_timeout_s=srv.timeout_s, max_hook_queue=srv.max_hook_queue,
+                       hook_queue_timeout_s=srv.hook_queue_timeout(),
+                       hook_answer_s=min(srv.hook_deadline_s + 0.5, 9.5))
 
 
 def _front(settings: Settings, bind: str, threads: int) -> int:
@@ -69,7 +72,9 @@ def _front(settings: Settings, bind: str, threads: int) -> int:
     app = _build(settings)
     svc = app.extensions["shadowgate"]
     try:
-        Front(app, limits(settings, threads), registry=svc.metrics.registry).run(bind)
+        from .busy import BusyAnswers
+
+        Front(app, limits(settings, threads), registry=svc.metrics.registry, busy=BusyAnswers(svc)).run(bind)
     finally:
         # Stops load and closes each run's open window; runs stay
         # "running" in the store and resume after the restart.
@@ -94,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             (log.warning if "WARNING" in line else log.info)("plan: %s", line.strip())
     bind = args.bind or settings.server.bind
     threads = args.threads or settings.server.threads
+    try:
+        return _serve(args, settings, bind, threads)
+    except StoreUnavailable as err:  # e.g. PostgreSQL not reachable yet: one line, the pod restarts
+        print(f"shadowgate serve: {scrub(err, limit=None)}", file=sys.stderr)
+        return 3
+
+
+def _serve(args: argparse.Namespace, settings: Settings, bind: str, threads: int) -> int:
     if args.dev:
         host, _, port = bind.rpartition(":")
         app = _build(settings)

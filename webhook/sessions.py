@@ -38,11 +38,11 @@ from typing import Any, Callable, Protocol
 
 from analyses.window import Window
 
-from .admission import Admission, Entry, Ticket
+from .admission import Admission, Entry, Ticket, planned_connections
 from .codec import decode_window, encode_window
 from .config import Analysis, Settings
 from .metrics import Metrics
-from .store import FINAL_STATUSES, STOPPED_STATUSES, RunRecord, Store, StoredWindow
+from .store import FINAL_STATUSES, STOPPED_STATUSES, LeaseLost, RunRecord, Store, StoredWindow
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class Session:
         self.window_started = time.time()
         self.stopped = False
         self.idle = False
+        self.lease_lost = False  # another replica may measure it now: its lease is not ours to give back
         self.rate_override: float | None = None
         self._task: asyncio.Future | None = None
         self._stop = asyncio.Event()
@@ -185,10 +186,21 @@ class Session:
         loop = asyncio.get_running_loop()
         interval = self.analysis.interval_s
         if not self.golden_done.done():
+            # Interrupted when the session is asked to stop (its lease lost, the run ended): its probes are
+            # load too, and another replica may be starting the same check.
+            golden = asyncio.ensure_future(self.golden())
+            stopping = asyncio.ensure_future(self._stop.wait())
             try:
-                await self.golden()
-            except Exception as exc:
-                log.exception("run %s: golden-set check failed", self.run.id)
+                await asyncio.wait({golden, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not golden.done():
+                golden.cancel()
+                with contextlib.suppress(BaseException):
+                    await golden
+            elif not golden.cancelled() and golden.exception() is not None:
+                exc = golden.exception()
+                log.error("run %s: golden-set check failed", self.run.id, exc_info=exc)
                 self.manager.event(self.run.id, "error", f"golden-set check failed: {exc!r}")
                 if not self.golden_done.done():
                     self.golden_done.set_exception(exc)
@@ -281,6 +293,7 @@ class Session:
 
     def _update_and_store(self, window: Window, kind: str, started: float, ended: float) -> int:
         with self._update_lock:
+            before = self.state.to_dict()
             self.seq += 1
             seq = self.seq
             was = self.state.outcome
@@ -289,10 +302,23 @@ class Session:
             state = self.state.to_dict()
         stored = verdict.to_dict()
         stored["window"] = report.to_dict()
-        self.manager.store.add_window(StoredWindow(
-            run_id=self.run.id, seq=seq, kind=kind, started_at=started, ended_at=ended,
-            verdict=stored, data=encode_window(window)))
-        self.manager.store.update_run(self.run.id, verdict=verdict.to_dict(), state=state)
+        try:
+            # The window with the state that counts it, in one transaction; with replicas, only while this
+            # replica holds the run's lease (webhook/replicas.py).
+            self.manager.store.add_window(StoredWindow(
+                run_id=self.run.id, seq=seq, kind=kind, started_at=started, ended_at=ended,
+                verdict=stored, data=encode_window(window)), owner=self.manager.replica_id, state=state,
+                run_verdict=verdict.to_dict())
+        except BaseException as exc:
+            # Not stored: neither is its evidence, so the next window takes its seq (no gap, no double count).
+            from analyses.gate import RunState
+
+            with self._update_lock:
+                if self.seq == seq:
+                    self.seq, self.state = seq - 1, RunState.from_dict(before)
+            if isinstance(exc, LeaseLost):
+                self.manager.lost(self, str(exc))
+            raise
         self.verdict, self.last_report = verdict, report
         self.manager.metrics.observe_window(self.run, window, report, verdict)
         self.manager.event(self.run.id, "window",
@@ -388,6 +414,75 @@ class SessionManager:
         metrics.limit.labels("loop_lag_seconds").set(srv.max_loop_lag_s)
         metrics.limit.labels("blocking_hooks").set(srv.blocking_hooks())
         metrics.limit.labels("blocking_hooks_per_namespace").set(srv.max_blocking_hooks_per_namespace)
+        # Replicas sharing a PostgreSQL store: leases say which one measures a run (webhook/replicas.py).
+        self.replicas = None
+        if getattr(store, "shared", False):
+            from .replicas import Replicas, lease_ttl
+
+            self.replicas = Replicas(self, store, lease_ttl(settings)).start()
+
+    @property
+    def replica_id(self) -> str | None:
+        """This replica's id when several share the store (windows are stored under its lease), else None."""
+        return self.replicas.id if self.replicas is not None else None
+
+    # ------------------------------------------------------------ replicas (webhook/replicas.py)
+
+    def owned(self) -> dict[str, Session]:
+        """The runs this process measures now (their leases are renewed)."""
+        with self._lock:
+            return {r: s for r, s in self._sessions.items() if not s.stopped and not s.lease_lost}
+
+    def lost(self, s: Session, why: str) -> None:
+        """Another replica may measure this run now: stop its load at once, give nothing back."""
+        if s.lease_lost:
+            return
+        s.lease_lost = True
+        log.warning("run %s: lease lost (%s): session stopped", s.run.id, why)
+        self.event(s.run.id, "session", f"replica {self.replica_id} stopped measuring: {why}")
+        self.stop(s)
+
+    def apply_request(self, s: Session, kind: str, arg: str) -> None:
+        """A change a hook on another replica asked for (RemoteSession), applied as if asked here."""
+        try:
+            if kind == "stage":
+                s.start_stage(arg)
+            elif kind == "final":
+                s.finalize()
+            elif kind == "rate":
+                problem = self.set_rate(s, float(arg))
+                if problem:
+                    self.event(s.run.id, "rate", f"rate {float(arg):g} not applied: {problem}")
+        except Exception:
+            log.exception("run %s: applying %s %r", s.run.id, kind, arg)
+
+    def resume_claimed(self, run_id: str) -> None:
+        """This replica claimed a free run (new, given back, or its owner died): measure it from the store."""
+        run = self.store.get_run(run_id)
+        started = None
+        if run is not None and run.status not in STOPPED_STATUSES:
+            try:
+                started = self.session(run, start=True, claimed=True)
+            except AtCapacity as exc:
+                log.info("run %s: claimed but not admitted here (%s): lease given back", run_id, exc)
+            except Exception:
+                log.exception("run %s: resuming a claimed run failed", run_id)
+        if started is None and self.replicas is not None:
+            self.replicas.forget(run_id)
+            if run is None or run.status in STOPPED_STATUSES:
+                self.store.end_lease(run_id)
+            else:
+                self.store.release_run(run_id, self.replicas.id)
+
+    def _end_lease(self, run_id: str) -> None:
+        """The run is no longer measured anywhere (idle, promoted, finished)."""
+        if self.replicas is None:
+            return
+        self.replicas.forget(run_id)
+        try:
+            self.store.end_lease(run_id)
+        except Exception:  # its owner's next renewal or window finds the run ended anyway
+            log.warning("run %s: ending its lease failed", run_id, exc_info=True)
 
     # ------------------------------------------------------------ loop
 
@@ -444,7 +539,7 @@ class SessionManager:
         analysis = self.settings.analyses[run.analysis]
         resumed = bool(run.state) or run.windows > 0 or run.status == "idle" or self.live(run.id) is not None
         return self.admission.request(run.id, run.namespace, run.analysis, planned_rates(analysis),
-                                      resumed=resumed)
+                                      resumed=resumed, connections=planned_connections(analysis.config))
 
     def _admitted(self, e: Entry, waited_s: float) -> None:
         if waited_s >= 0.5 or e.over_cap:
@@ -482,6 +577,9 @@ class SessionManager:
             return problem
         s.rate_override = rate
         self.admission.set_rates(s.run.id, planned_rates(s.analysis, rate))
+        if getattr(s, "remote", False):  # measured by another replica: it applies the rate at its next renewal
+            self.store.request(s.run.id, "rate", repr(rate))
+            return None
         try:
             self.loop.call_soon_threadsafe(s.measurement.set_rate, rate)
         except RuntimeError:
@@ -577,8 +675,18 @@ class SessionManager:
             measurement = self.factory(analysis)
             ok, reason, culprit = await asyncio.wait_for(measurement.check_canary(), deadline)
         except asyncio.TimeoutError:
-            ok, reason, culprit = (False, f"canary did not answer its status and metadata within the hook deadline "
-                                          f"({deadline:g} s)", "canary")
+            # The check makes two calls in a row at most, each ending at its target's timeout_s (retries
+            # included): past those deadlines with time to spare, the calls' own deadlines did not fire on
+            # time, i.e. Shadowgate's loop ran late (seen at 150+ analyses). Not the canary's fault.
+            cfg = analysis.config
+            calls_s = cfg.canary.timeout_s + max(cfg.canary.timeout_s, cfg.stable.timeout_s)
+            if calls_s + 1.0 < deadline:
+                ok, reason, culprit = (False, f"canary check not finished within {deadline:g} s although its calls "
+                                              f"end within {calls_s:g} s: Shadowgate's loop ran late "
+                                              f"({1000 * self.loop_lag_s:.0f} ms behind)", "shadowgate")
+            else:
+                ok, reason, culprit = (False, f"canary did not answer its status and metadata within the hook "
+                                              f"deadline ({deadline:g} s)", "canary")
         except Exception as exc:  # e.g. an address the client cannot use: say so
             ok, reason, culprit = False, f"canary check failed: {exc!r}", "canary"
         if not ok:
@@ -694,16 +802,25 @@ class SessionManager:
                                       f" (attempt {attempt})")
             return rec
 
+    def peek(self, caller: str, analysis: str, namespace: str, name: str, revision: str) -> Any:
+        """The live session's decision for this rollout, or None; takes no lock (the front's loop calls it
+        for busy answers, webhook.busy: plain dict reads are atomic, a Verdict is replaced whole)."""
+        s = self._sessions.get(self._live_keys.get((caller, analysis, namespace, name, revision), ""))
+        return s.verdict if s is not None and not s.stopped else None
+
     def live(self, run_id: str) -> Session | None:
         with self._lock:
             s = self._sessions.get(run_id)
             return s if s is not None and not s.stopped else None
 
-    def session(self, run: RunRecord, *, start: bool) -> Session | None:
+    def session(self, run: RunRecord, *, start: bool, claimed: bool = False) -> Session | None:
         """The live session of `run`; with `start`, create (or resume) it and begin measuring.
 
         Never waits for the session loop: the golden check and the load start
-        in the background and hooks read whatever the run state says.
+        in the background and hooks read whatever the run state says. With
+        replicas, only the replica holding the run's lease measures it
+        (`claimed`: this one just claimed it); on the others the answer is a
+        RemoteSession that reads the stored decision (webhook/replicas.py).
         """
         with self._lock:
             s = self._sessions.get(run.id)
@@ -716,6 +833,17 @@ class SessionManager:
                 ticket = self.admit(run)
                 if not ticket.admitted:
                     raise AtCapacity(ticket.reason, ticket)
+            if self.replicas is not None:
+                if not claimed:
+                    owned, owner = self.replicas.acquire(run)
+                    if not owned:
+                        from .replicas import RemoteSession
+
+                        return RemoteSession(self, run, owner)
+                # Its previous owner may have stored windows since `run` was read: resume from the newest.
+                fresh = self.store.get_run(run.id)
+                if fresh is not None:
+                    run.state, run.verdict, run.windows = fresh.state, fresh.verdict, fresh.windows
             s = Session(self, run, analysis, self.factory(analysis))
             # Restore under the lock: a second caller must not see a half-loaded session.
             stored = self.store.windows(run.id, with_data=not run.state)
@@ -755,6 +883,16 @@ class SessionManager:
                     log.exception("run %s: marking idle", s.run.id)
                 self.event(s.run.id, "session", "no call from the controller for "
                            f"{self.settings.server.idle_timeout():.0f} s: load stopped (resumes on the next call)")
+            if self.replicas is not None and not s.lease_lost:
+                self.replicas.forget(s.run.id)
+                try:
+                    if self._closed and not s.idle and s.run.status not in STOPPED_STATUSES:
+                        # This replica stops, the run goes on: another replica claims it at its next tick.
+                        self.store.release_run(s.run.id, self.replicas.id)
+                    else:
+                        self.store.end_lease(s.run.id)
+                except Exception:  # the lease then expires: the run is taken over one TTL later
+                    log.warning("run %s: giving its lease back failed", s.run.id, exc_info=True)
 
     def stop(self, s: Session) -> concurrent.futures.Future | None:
         """Ask a session to stop (its load ends in the background); returns its task to wait on if needed."""
@@ -781,6 +919,7 @@ class SessionManager:
             self.stop(s)
         run.status = status
         self.store.update_run(run.id, status=status)
+        self._end_lease(run.id)  # a replica measuring it stops at its next renewal or window
         self.admission.release(run.id, "ended")
         self.metrics.forget_run(run)
         return verdict
@@ -807,6 +946,7 @@ class SessionManager:
             verdict = self.stored_decision(run)
         run.status = "promoted"
         self.store.update_run(run.id, status="promoted")
+        self._end_lease(run.id)
         if s is not None:
             s.run.status = "promoted"
             self.stop(s)
@@ -822,6 +962,8 @@ class SessionManager:
         """Stop every session's load (runs stay 'running' in the store and resume after a restart)."""
         if self._closed:
             return
+        if self.replicas is not None:
+            self.replicas.stop()  # no more claims; the sessions below give their leases back to the others
         self._closed = True
         if self._loop is not None:
             async def halt_all() -> None:

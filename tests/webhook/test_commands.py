@@ -21,6 +21,25 @@ def test_serve_stops_on_a_bad_config_naming_the_field(tmp_path, capsys):
     assert "analyses.digits.canary.protocol" in capsys.readouterr().err
 
 
+def test_serve_stops_with_one_clean_line_when_its_store_cannot_be_opened(tmp_path, capsys):
+    """PostgreSQL refusing (nothing listens on a just-closed port): exit 3, no traceback, no password."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = base_config(tmp_path)
+    cfg["server"]["store"] = f"postgresql://shadowgate:hunter2secret@127.0.0.1:{port}/runs?sslmode=disable"
+    assert serve.main(["--config", _write(tmp_path, cfg), "--bind", "127.0.0.1:0"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("shadowgate serve: cannot open the store postgresql://") and f":{port}/runs" in err, err
+    assert "hunter2secret" not in err and "Traceback" not in err and "refused" in err.lower(), err
+    # a SQLite file that cannot be created says so the same way
+    cfg["server"]["store"] = str(tmp_path / "no-such-dir" / "runs.db")
+    assert serve.main(["--config", _write(tmp_path, cfg), "--bind", "127.0.0.1:0"]) == 3
+    assert "cannot open the store" in capsys.readouterr().err
+
+
 def test_judge_exit_2_on_bad_config_unknown_analysis_or_arguments(tmp_path, capsys):
     cfg = base_config(tmp_path)
     good = _write(tmp_path, cfg)

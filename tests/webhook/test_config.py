@@ -38,6 +38,9 @@ def test_valid_config_loads_data_and_defaults(tmp_path):
     (lambda c: c["analyses"]["digits"].update(load={"rate": 500, "max_rate": 100}), "analyses.digits.load"),
     (lambda c: c["analyses"]["digits"].update(load={"schedule": [{"rate": 500, "duration_s": 1}]}),
      "analyses.digits.load.schedule.0.rate"),
+    (lambda c: c["analyses"]["digits"].update(load={"connections": 0}), "analyses.digits.load.connections"),
+    (lambda c: c["analyses"]["digits"].update(load={"connections": 17}), "analyses.digits.load.connections"),
+    (lambda c: c["analyses"]["digits"].update(load={"connections": "four"}), "analyses.digits.load.connections"),
     (lambda c: c["analyses"]["digits"]["checks"].update(latency={"alert": 2.0, "rollback": 1.5}),
      "analyses.digits.checks.latency.rollback"),
     (lambda c: c["analyses"]["digits"]["checks"].update(acuracy={}), "analyses.digits.checks.acuracy"),
@@ -59,6 +62,55 @@ def test_errors_name_the_field(tmp_path, mutate, field):
     mutate(cfg)
     err = _error(cfg, tmp_path)
     assert err.field == field, str(err)
+
+
+@pytest.mark.parametrize("protocol,load,want", [
+    # per version: the prober's connection (gRPC 1, REST 16) + the load sender's
+    ("tfserving-grpc", {}, 2 * (1 + 1)),                                     # load.connections defaults to 1
+    ("tfserving-grpc", {"connections": 8}, 2 * (1 + 8)),
+    ("tfserving-grpc", {"connections": 8, "targets": "canary"}, 1 + (1 + 8)),  # stable is not loaded
+    ("tfserving-grpc", {"connections": 8, "rate": 0}, 2 * 1),                  # no load: probes only
+    ("tfserving-rest", {"connections": 8, "concurrency": 32}, 2 * (16 + 32)),  # REST: its pool, not connections
+])
+def test_planned_connections_count_the_load_connections(tmp_path, protocol, load, want):
+    from webhook.admission import planned_connections
+
+    cfg = base_config(tmp_path)
+    a = cfg["analyses"]["digits"]
+    for version in ("stable", "canary"):
+        a[version].update(protocol=protocol, address="http://127.0.0.1:1" if "rest" in protocol else "127.0.0.1:1")
+    a["load"] = load
+    config = load_settings(cfg, tmp_path).analyses["digits"].config
+    assert config.load.connections == load.get("connections", 1)
+    assert planned_connections(config) == want
+
+
+def test_the_load_sender_opens_load_connections_to_each_grpc_version(tmp_path, monkeypatch):
+    import asyncio
+
+    import loadtest.wire
+    from webhook.measure import LiveMeasurement
+
+    made = []
+    real = loadtest.wire.make_sender
+
+    def spy(target, payloads, **kw):
+        made.append((target.protocol, kw.get("connections")))
+        return real(target, payloads, **kw)
+
+    monkeypatch.setattr(loadtest.wire, "make_sender", spy)
+    cfg = base_config(tmp_path)
+    cfg["analyses"]["digits"]["load"] = {"rate": 1, "connections": 3, "timeout_s": 0.5}
+    m = LiveMeasurement(load_settings(cfg, tmp_path).analyses["digits"])  # nothing listens there: no answer
+
+    async def go():  # the load alone (start() adds the probes, whose clients import TensorFlow)
+        stop = asyncio.Event()
+        m._start_load(stop)
+        stop.set()
+        await m.stop()
+
+    asyncio.run(go())
+    assert made == [("grpc", 3), ("grpc", 3)]  # stable and canary
 
 
 def test_yaml_file_errors(tmp_path):

@@ -180,11 +180,18 @@ def test_good_canary_is_promoted(service):
 def test_worse_canary_is_rolled_back_within_the_threshold(service):
     result = _flagger(service, "worse", checksum="worse1").run()
     assert result.outcome == "rolled_back", result.calls
-    # The golden-set check at pre-rollout already fails, the first rollout
-    # call (or the critical-failure rollback webhook) finishes it.
+    # The golden-set check fails the canary: in pre-rollout's answer when it ends within
+    # server.golden_wait_s, else ("golden-set check still running: its result gates the next
+    # hooks") at the next rollout or rollback call.
     assert result.ticks <= THRESHOLD, result.calls
     pre = [c for c in result.calls if c[0] == "pre-rollout"][0]
-    assert pre[1] == 412 and "accuracy" in pre[2]
+    if pre[1] == 200:
+        assert "golden-set check still running" in pre[2], pre
+        after = result.calls[result.calls.index(pre) + 1:]
+        failing = [c for c in after if (c[0] == "rollout" and c[1] == 412) or (c[0] == "rollback" and c[1] == 200)]
+        assert failing and "accuracy" in failing[0][2], result.calls
+    else:
+        assert pre[1] == 412 and "accuracy" in pre[2]
     run = requests.get(f"{service.url}/api/v1/runs", params={"analysis": "worse"}, timeout=5).json()["runs"][0]
     assert run["status"] == "failed"
 
@@ -192,8 +199,9 @@ def test_worse_canary_is_rolled_back_within_the_threshold(service):
 def test_slow_canary_is_rolled_back_on_latency(service):
     result = _flagger(service, "slow", checksum="slow1").run()
     assert result.outcome == "rolled_back", result.calls
-    # no single window decides latency (the windows' spread is not assumed): a few load windows do
-    assert result.ticks <= THRESHOLD + 8, result.calls
+    # no single window decides latency (the windows' spread is not assumed): a few load windows do; on a
+    # busy host some windows are not counted (Shadowgate could not send on time), hence the slack
+    assert result.ticks <= THRESHOLD + 12, result.calls
     failing = [c for c in result.calls if c[1] == 412 and c[0] == "rollout"] + \
               [c for c in result.calls if c[0] == "rollback" and c[1] == 200]
     assert failing and "latency" in failing[0][2], result.calls
@@ -270,8 +278,14 @@ def test_restart_mid_run_keeps_the_run(config_path, tmp_path):
         ok, r = driver.call("pre-rollout")
         assert ok, r.text
         run_id = r.json()["run"]
-        time.sleep(INTERVAL_S)
-        assert driver.call("rollout")[0]
+        # the golden burst may outlast pre-rollout's answer (server.golden_wait_s): wait until the
+        # first load window is stored too, so the restart has something of each kind to keep
+        deadline = time.monotonic() + 4 * INTERVAL_S
+        while time.monotonic() < deadline:
+            time.sleep(INTERVAL_S / 2)
+            assert driver.call("rollout")[0]
+            if len(requests.get(f"{svc.url}/api/v1/runs/{run_id}", timeout=5).json()["windows"]) >= 2:
+                break
     finally:
         svc.stop()
     svc = start_service(config_path, tmp_path, name="restart-2")
@@ -335,7 +349,8 @@ def test_per_rollout_metrics_read_back_through_prometheus(service, prometheus):
     driver = _flagger(service, "worse", checksum="prom1", namespace="shop")
     assert driver.call("confirm-rollout", phase="Initialized")[0]
     ok, r = driver.call("pre-rollout")
-    assert not ok  # the golden set fails the worse canary at once
+    # the golden set fails the worse canary at once (or gates the next hooks if still running after golden_wait_s)
+    assert not ok or "golden-set check still running" in r.json()["reason"], r.text
     query = 'shadowgate_decision{namespace="shop",name="worse",analysis="worse"}'
     deadline = time.monotonic() + 30
     result = []

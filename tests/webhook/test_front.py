@@ -224,6 +224,118 @@ def test_past_max_connections_the_longest_waiting_connection_makes_room(front):
             s.close()
 
 
+# ------------------------------------------------------------ hooks: never a 503 for Shadowgate's capacity
+
+SEEN: list[str] = []  # paths the hook app ran, in order
+
+
+def _hook_app(environ, start_response):
+    """Like _app, but records what it ran; a body with "hold" keeps the thread that many seconds."""
+    raw = environ["wsgi.input"].read()
+    SEEN.append(environ["PATH_INFO"] + ("?deferred" if environ.get("shadowgate.deferred") else ""))
+    try:
+        hold = float(json.loads(raw or b"{}").get("hold", 0))
+    except (ValueError, AttributeError):
+        hold = 0.0
+    if environ["PATH_INFO"] == "/sleep":
+        hold = float(environ["QUERY_STRING"].partition("=")[2] or 1)
+    time.sleep(hold)
+    body = json.dumps({"path": environ["PATH_INFO"], "app": True}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def hook_front():
+    from webhook.busy import BusyAnswers
+
+    SEEN.clear()
+    f = FrontThread(_hook_app, FrontLimits(threads=1, max_queue=1, queue_timeout_s=0.5, hook_queue_timeout_s=0.5,
+                                           hook_answer_s=1.0, read_timeout_s=2.0), busy=BusyAnswers())
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def _flagger_body(name, **extra):
+    return {"name": name, "namespace": "team-a", "phase": "Progressing", "checksum": "c1", **extra}
+
+
+def test_hooks_beyond_the_threads_and_the_queue_get_a_wait_answer_never_503(hook_front):
+    """threads=1 held by a slow request, max_queue=1: 60 hooks arrive together. None gets 503; each gets the
+    answer its caller reads as "wait" (../shared/contracts.md), within Flagger's 10 s."""
+    f = hook_front
+    holder = threading.Thread(target=requests.get, args=(f.url + "/sleep?s=3",), kwargs={"timeout": 10})
+    holder.start()
+    time.sleep(0.2)
+    assert requests.get(f.url + "/other", timeout=5).status_code in (200, 503)  # other work keeps its 503
+    expect = {"confirm-rollout": 412, "confirm-traffic-increase": 412, "confirm-promotion": 412,
+              "pre-rollout": 200, "rollout": 200, "rollback": 409, "post-rollout": 202, "event": 202}
+    kinds = list(expect) * 7 + ["rollout"] * 4
+    out: list = [None] * len(kinds)
+
+    def call(i, kind):
+        t = time.monotonic()
+        r = requests.post(f"{f.url}/flagger/{kind}", json=_flagger_body(f"c{i}"), timeout=12)
+        out[i] = (kind, r.status_code, r.json(), time.monotonic() - t)
+
+    threads = [threading.Thread(target=call, args=(i, k)) for i, k in enumerate(kinds)]
+    for t in threads:
+        t.start()
+    argo = requests.get(f.url + "/argo/v1/analyses/digits?rollout=r&revision=v1", timeout=12)
+    for t in threads:
+        t.join(15)
+    holder.join(10)
+    assert argo.status_code == 200 and argo.json()["failed"] is False and argo.json()["phase"] == "Inconclusive"
+    for kind, status, body, took in out:
+        assert status == expect[kind] and body["busy"] is True, (kind, status, body)
+        assert took < 10.0, (kind, took)  # Flagger's default timeout
+    # The hooks whose work must still happen ran on the app once the thread was free, after the answer.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and sum(p.endswith("?deferred") for p in SEEN) < 7 * 4 + 1:
+        time.sleep(0.05)
+    deferred = sorted({p for p in SEEN if p.endswith("?deferred")})
+    assert deferred == ["/argo/v1/analyses/digits?deferred", "/flagger/confirm-rollout?deferred",
+                        "/flagger/event?deferred", "/flagger/post-rollout?deferred",
+                        "/flagger/pre-rollout?deferred"], SEEN
+
+
+def test_a_hook_the_app_does_not_answer_in_time_gets_the_busy_answer(hook_front):
+    r = requests.post(f"{hook_front.url}/flagger/rollout", json=_flagger_body("slow", hold=3), timeout=12)
+    assert r.status_code == 200 and r.json()["busy"] is True and "not judged" in r.json()["reason"]
+    r = requests.post(f"{hook_front.url}/flagger/confirm-promotion", json=_flagger_body("slow", hold=3), timeout=12)
+    assert r.status_code == 412 and r.json()["busy"] is True
+
+
+def test_waiting_hooks_get_a_free_thread_before_other_work(hook_front):
+    f = hook_front
+    holder = threading.Thread(target=requests.get, args=(f.url + "/sleep?s=0.3",), kwargs={"timeout": 10})
+    holder.start()
+    time.sleep(0.1)
+    other = threading.Thread(target=requests.get, args=(f.url + "/api/v1/runs",), kwargs={"timeout": 10})
+    other.start()
+    time.sleep(0.05)
+    r = requests.post(f"{f.url}/flagger/rollout", json=_flagger_body("first"), timeout=10)
+    other.join(10)
+    holder.join(10)
+    assert r.status_code == 200 and r.json().get("app") is True
+    assert SEEN.index("/flagger/rollout") < SEEN.index("/api/v1/runs"), SEEN
+
+
+def test_busy_answers_keep_the_callers_errors(hook_front):
+    """A malformed payload is still a 400 (never a 200 that hides a broken webhook), an unknown hook a 404."""
+    f = hook_front
+    holder = threading.Thread(target=requests.get, args=(f.url + "/sleep?s=2",), kwargs={"timeout": 10})
+    holder.start()
+    time.sleep(0.1)
+    bad = requests.post(f"{f.url}/flagger/rollout", data=b"[1, 2]", timeout=10)
+    unknown = requests.post(f"{f.url}/flagger/nope", json=_flagger_body("x"), timeout=10)
+    holder.join(10)
+    assert bad.status_code == 400 and bad.json()["status"] == 400
+    assert unknown.status_code == 404
+
+
 # ------------------------------------------------------------ the real service, 200 slow clients
 
 READ_TIMEOUT_S = 3.0
@@ -307,3 +419,35 @@ def test_metrics_export_the_front_and_the_process(service):
     for name in ("shadowgate_http_connections", "shadowgate_http_refused_total", "process_cpu_seconds_total",
                  "process_resident_memory_bytes", "shadowgate_build_info{", "shadowgate_store_bytes"):
         assert name in text, name
+
+
+def test_200_hooks_arriving_together_are_all_answered_without_503_within_10_s(service):
+    """The issue's burst: 200 rollouts' hooks at once on 8 threads. Each is answered within Flagger's 10 s,
+    and never with 503 (a failed check on pre-rollout/rollout, an Error for Argo)."""
+    import concurrent.futures
+
+    kinds = ("confirm-rollout", "rollout", "rollback", "event")
+    calls = [(kinds[i % 4], f"burst-{i // 4:03d}") for i in range(160)]
+    calls += [("argo", f"argo-{i:03d}") for i in range(40)]
+    start = threading.Barrier(len(calls), timeout=30)
+
+    def call(kind, name):
+        start.wait()
+        t = time.perf_counter()
+        if kind == "argo":
+            r = requests.get(f"{service.url}/argo/v1/analyses/digits?rollout={name}&revision=v1&namespace=burst",
+                             timeout=12)
+        else:
+            body = {"name": name, "namespace": f"team-{name[-1]}", "phase": "Progressing", "checksum": "b1",
+                    "metadata": {"analysis": "digits"}}
+            r = requests.post(f"{service.url}/flagger/{kind}", json=body, timeout=12)
+        return kind, r.status_code, time.perf_counter() - t, r.json()
+
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        out = [f.result() for f in [pool.submit(call, *c) for c in calls]]
+    allowed = {"confirm-rollout": {200, 412}, "rollout": {200}, "rollback": {409}, "event": {200, 202},
+               "argo": {200}}
+    for kind, status, took, body in out:
+        assert status in allowed[kind], (kind, status, body)
+        assert took < 10.0, (kind, took)  # Flagger's and Argo's default timeout
+    assert all(body["failed"] is False for kind, _, _, body in out if kind == "argo")

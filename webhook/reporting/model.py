@@ -9,7 +9,7 @@ Sources, all from the store (reporting.source):
 - per window, the raw data (webhook.codec): latency samples, load asked
   and sent, late sends, errors by status code, probe pairs, scores; once
   the raw data is dropped (a finished run, a live run's older windows:
-  webhook/store.py), the summary of it the store kept instead
+  webhook/store/), the summary of it the store kept instead
   (`window_summary`: the same figures);
 - the timeline: hook calls with their answers, Flagger events, sessions.
 

@@ -2,7 +2,7 @@
 
 A run of 1000 windows keeps about 10 MB of verdict JSON (stored
 compressed) and 70 MB of raw window data (a finished run, and a live
-run's older windows, keep a summary of it instead: store.py); a report
+run's older windows, keep a summary of it instead: webhook/store/); a report
 reads the small index of every window and the verdicts and data (or
 summaries) of the windows it shows (see model.select_windows), so its
 cost does not grow with the run's length.

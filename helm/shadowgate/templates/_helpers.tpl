@@ -51,3 +51,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 true
 {{- end -}}
 {{- end -}}
+
+{{/* The store is PostgreSQL (shared by replicas) when a URL or a Secret holding one is given. */}}
+{{- define "shadowgate.postgresql" -}}
+{{- if or .Values.store.postgresql.url .Values.store.postgresql.existingSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "shadowgate.storeSecret" -}}
+{{- default (printf "%s-store" (include "shadowgate.fullname" .)) .Values.store.postgresql.existingSecret -}}
+{{- end -}}
+
+{{/* Pods: `replicas` with PostgreSQL; one with SQLite (a ReadWriteOnce volume, one process). */}}
+{{- define "shadowgate.replicas" -}}
+{{- if include "shadowgate.postgresql" . -}}
+{{- .Values.replicas -}}
+{{- else -}}
+{{- if gt (int .Values.replicas) 1 -}}
+{{- fail "replicas > 1 needs store.postgresql (url or existingSecret): with SQLite one process owns the runs" -}}
+{{- end -}}
+1
+{{- end -}}
+{{- end -}}

@@ -1,9 +1,10 @@
-"""Where runs, windows, verdicts and timelines persist.
+"""The default store: one SQLite file, for one process.
 
-`Store` is the one small interface the rest of the service uses, so a shared
-database can replace SQLite later. `SQLiteStore` is the default: one file,
-WAL journal (readers never wait for the writer), one connection guarded by
-a lock (the service is one process; writes are a few per window).
+`SQLiteStore` is the default (webhook/store/postgres.py is the shared one, for
+replicas): one file, WAL journal (readers never wait for the writer), one
+connection guarded by a lock (the service is one process; writes are a few
+per window). Being one process, it owns every run: the lease methods of
+`Store` are trivial here.
 
 Times are unix seconds (float).
 
@@ -30,87 +31,17 @@ dropped.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sqlite3
 import threading
 import time
-import zlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
+
+from .base import (FINAL_STATUSES, RUN_STATUSES, TABLES, Lease, Renewal, RunRecord, StoredWindow, _default_summarizer,
+                   _num, load_json, pack_json, summarize_rows)
 
 log = logging.getLogger(__name__)
-
-# A run's life: running (load on) -> idle (controller silent, load off;
-# resumes on the next call) -> promoted (confirm-promotion passed: load off,
-# decision frozen while the controller finalises) -> succeeded | failed
-# (post-rollout said so).
-RUN_STATUSES = ("running", "idle", "promoted", "succeeded", "failed")
-FINAL_STATUSES = ("succeeded", "failed")
-STOPPED_STATUSES = FINAL_STATUSES + ("promoted",)  # no session restarts for these
-
-
-@dataclass
-class RunRecord:
-    """One rollout of one analysis."""
-
-    id: str
-    analysis: str
-    caller: str  # flagger | argo
-    namespace: str
-    name: str
-    revision: str  # Flagger checksum or Argo revision
-    attempt: int = 1
-    status: str = "running"
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    verdict: dict[str, Any] | None = None  # run-level verdict (Verdict.to_dict())
-    windows: int = 0
-    state: dict[str, Any] | None = None  # the gate's RunState.to_dict(), stored after every window
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class StoredWindow:
-    run_id: str
-    seq: int
-    kind: str  # interval | early | golden | final
-    started_at: float
-    ended_at: float
-    verdict: dict[str, Any] | None
-    data: bytes | None = None  # codec.encode_window bytes
-    # What a report reads of `data`, kept when `data` is dropped (reporting.model.window_summary); windows(
-    # with_data=True) returns it. Not named `summary`: that is the method below.
-    raw_summary: dict[str, Any] | None = None
-
-    def summary(self) -> dict[str, Any]:
-        v = self.verdict or {}
-        return {"seq": self.seq, "kind": self.kind, "started_at": self.started_at, "ended_at": self.ended_at,
-                "outcome": v.get("outcome"), "passed": v.get("passed"), "score": v.get("score"),
-                "reason": v.get("reason"), "verdict": self.verdict}
-
-
-class Store(Protocol):
-    """What the service needs from persistence."""
-
-    def create_run(self, run: RunRecord) -> None: ...
-    def get_run(self, run_id: str) -> RunRecord | None: ...
-    def find_run(self, caller: str, analysis: str, namespace: str, name: str, revision: str) -> RunRecord | None: ...
-    def list_runs(self, analysis: str | None = None, status: str | None = None,
-                  limit: int = 100) -> list[RunRecord]: ...
-    def update_run(self, run_id: str, *, status: str | None = None, verdict: dict[str, Any] | None = None,
-                   state: dict[str, Any] | None = None) -> None: ...
-    def add_window(self, window: StoredWindow) -> None: ...
-    def windows(self, run_id: str, with_data: bool = False) -> list[StoredWindow]: ...
-    def add_event(self, run_id: str, kind: str, message: str, data: dict[str, Any] | None = None,
-                  ts: float | None = None) -> None: ...
-    def timeline(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]: ...
-    def ping(self) -> None: ...
-    def close(self) -> None: ...
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -169,60 +100,6 @@ CREATE TABLE IF NOT EXISTS timeline_archive (
 # timeline_archive.events: pack_json([[ts, kind, message, data], ...]) in (ts, rowid) order: the timeline of a
 # finished run folded into one row (compact_run); entries added later stay in `timeline` until the next pass.
 
-TABLES = ("runs", "windows", "checks", "timeline", "timeline_archive")
-
-
-# The preset dictionary of pack_json's format 1: a window's summary and stored verdict with every decimal
-# number written 0 (bench/store_footprint.py dictionary_text; 9630 bytes, zlib + base85 here). It halves a
-# verdict (11 kB of JSON: 2.3 kB with zlib alone, 1.1 kB with it) because keys, check names and the words of
-# the reasons repeat in every window. NEVER CHANGE IT: rows written with it need it to be read. A better one
-# is a new format byte (and this one stays for reading); tests/webhook/test_store_footprint.py pins its hash.
-_ZDICT = (
-    "c-rlmUvJws5Wv66K|oL!u~9jxlh{G~vORSeP&9oD3WJs?i!)8CBo#Xg{M~o_C&{VX+R2IztDj6#<neg-;~hyqBzMVV*iUjcr`jZw"
-    "holxuN_4Ggo=il|c|XaFvLCb|Gft-&XW2q0le8aO*s@YoYbJ$n&WIrDzS}XhY<Jv50am!8pKDYA+t1S!M^L4t!rECZPG=}l=C(5q"
-    "<it=XnF&KhZgutJs!=*!`bn#Cr#Oy9O_mj>R`Pg!wTY^IONI1@sbKq~q)N$|tv)0bVam7n6C(7Asvx$pbwL=nZLLu|EuoKM^AcTo"
-    "c6r%!icMFSO)n`pF8iYC;_JhU&1UnE$l7FbiR(j^v`+f&$IfC@O|e!IZ9m@BS%wZRYK~nLVk1QuGJz3fiW!y>4p~W&1Q5~y(J&*q"
-    "{ZW$h8OavVn^8ls`^n1*kSwbe$?hSAN}^%)HCQ_f+p@j}?+5&N63bI2GCMJa({=~~Yx_WntELK7i<&rNA==5LAY9`@bS5ji5LFB8"
-    "#-&`K39RusF45W4D(4D0%@}%lO3;p@ezIaBm#b+>2{$E5z>(NUlwe|xF1-EZgxjh7CMuX9yq(vOIgLJ>qg$0+x_!umu8V?Yj0)qW"
-    "5Kh!GNX$wi<`$LPhoFGdWr0Oh!D?tX7b;@t8iyyD6o!eK!r(1fuK+RN$H6GsIDypdQIsc$^LO+B3b~^yXPIdsh-Qo!G#+o<mMd8`"
-    "zJuFX>NjnlKnfUMr76rM&#6ERRvLQ4vlMb>4VDvO5QML>LO4|hTDi@awyD7hHLeA-`YU3XbY{_hISe-z+`Rwr(W-+Jqm?qVt&-m+"
-    ";C2oS!0!@YwUT4#O4|@(Az?*<n^t80i=Wp;5S(HeBSyy1;%Ptq)L^vr*{#u!536$(&XxPM3{UAD!WgG<EyNG8u8QRy6#MzKV@*us"
-    "BCJDfJ+8#p+dSai-Q58=yqew-UN?XXy24dVXY^i*eA;U6h~M-Zz`}k$h_CnKad5z^;FffabghxAH4=q_U>v~K-(_drrDna87u~WF"
-    "whJBDx~0XG6u6wj=Nd_6mJsV?=>17h`@aY8h*H!TxWg(z2LU>k;>HtDi-nLY0UDDa$^Q=wjk^q;U8dU*g@$iYG<q^cAvqrcQP{z5"
-    "q;(o~IRazUi49LDfumu%H%NA1C;pu56MA;y<TZPtySnveOvoj}?D;E@G)%iFoexLbD20Y^q4fHhC^ZL(gP7_#tT~7{j6#??-IWVZ"
-    "JIU}c<W6@azSBc8-`@Bw@z|ilDqh%Z=unH~9g%w;a`r}b2xh;1{Lnej!tHre?!y_D?Xm07JUASMfgP64)28i-EZNLxwGBz}mkMHA"
-    ">F_n;vrSZN`7sF*t!QDw<Nws%JGOHp6NTIYEZjrd<jC#y-~!xOcOq77R$FoK#|`}cCWRjAjXsvuU<i1xD7>-axj2Qp7%m{i^ZSaK"
-    "k_qrOHQYuQQ=(QS9<iaPXeE`QdEYTQN0*9u2ed`!{AE^h;4jQpkqQa-s(M9x7&~2^>ir1vMhy`8N()MO?qIR>1xda+z!XF^9`W@("
-    "kn$ZHs-jQ_mallWx=Q$$gHF796s^7oR+uxgl|BiqVCloi3gc-$@Q&MJ>m3!Eiop%uYXw%3vaDnSjc03gZraCamdoO~IQ`YZsUyCW"
-    "OF5^4GII~7k2SGc+IZE0D$sG{>R;!I%oU|e`{HpBSw0pugI$K~on2nNLancXa4uJP%YXX@u2T27^el)TB|lwSgk;e^9{5*0H;K!H"
-    "7__L5O~=6WLjYo;s?9W4tT>RH^H;+Q?=EmMFrD#wDKIoySzzDdoCg&R-htWu7B#BIY}8xmm)Eeut3wn3<4H)C&t%QP)w0$Ifra)N"
-    "&`oy?O$U*+&vB|bJ-Yup=x2XR*nZ=UPo@v;Q>iWQK47-`wGY2L0>P@hcYdaLl4>6zkxqn$>G)*3!c)Aa_-#fD=>YMT4}V68JvH%`"
-    "+O5deq5126b$4ACu)lE8V;@=V;y)=rS-Hmmop+RLumAr|EyI6sKU1?WE;O!TgUb0B-1!sXco{k7{NrWhco{ifMvj+}<7MP{899>m"
-    "l*`Cw^A9kcn?("
-    )
-ZDICT_V1 = zlib.decompress(base64.b85decode("".join(_ZDICT)))
-_FORMAT_V1 = b"\x01"  # then raw deflate with ZDICT_V1. A plain zlib stream starts with 0x78 and is read too.
-
-
-def pack_json(obj: Any) -> bytes:
-    """How window verdicts, summaries and archived timelines are stored: compact JSON, deflated with a preset
-    dictionary (format 1)."""
-    co = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=ZDICT_V1)
-    return _FORMAT_V1 + co.compress(json.dumps(obj, separators=(",", ":")).encode()) + co.flush()
-
-
-def load_json(value: Any) -> Any:
-    """A stored JSON value: `pack_json` bytes, or JSON text (rows written before compression); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        b = bytes(value)
-        if b[:1] == _FORMAT_V1:
-            do = zlib.decompressobj(-15, zdict=ZDICT_V1)
-            return json.loads(do.decompress(b[1:]) + do.flush())
-        return json.loads(zlib.decompress(b))
-    return json.loads(value) if value else None
-
 
 def has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
@@ -244,21 +121,10 @@ def read_timeline(db: sqlite3.Connection, run_id: str, limit: int, archive: bool
     return merged[:int(limit)]
 
 
-def _default_summarizer(data: bytes, *, seq: int, figures: bool) -> dict[str, Any]:
-    from .reporting.model import window_summary  # the report defines what it reads; imported when first needed
-
-    return window_summary(data, seq=seq, figures=figures)
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return None if v is None else float(v)
-    except (TypeError, ValueError):
-        return None
-
-
 class SQLiteStore:
     """The default store: one SQLite file in WAL mode."""
+
+    shared = False  # one process: it measures every run, no lease is needed
 
     def __init__(self, path: str, *, summarize: Callable[..., dict[str, Any]] | None = None) -> None:
         self.path = path
@@ -376,7 +242,10 @@ class SQLiteStore:
 
     # -- windows and their checks
 
-    def add_window(self, window: StoredWindow) -> None:
+    def add_window(self, window: StoredWindow, *, owner: str | None = None, state: dict[str, Any] | None = None,
+                   run_verdict: dict[str, Any] | None = None) -> None:
+        """Store a window, and the run's gate state and verdict with it when given (one transaction, so a
+        restart never finds a window without the state that counted it). `owner` is for shared stores."""
         checks = (window.verdict or {}).get("checks") or []
         verdict = pack_json(window.verdict) if window.verdict is not None else None
         summary = pack_json(window.raw_summary) if window.raw_summary is not None else None
@@ -399,8 +268,14 @@ class SQLiteStore:
                          _num(c.get("canary")), _num(c.get("difference")), _num(c.get("p_value")),
                          int(bool(c.get("critical"))), c.get("reason")),
                     )
-                self._db.execute("UPDATE runs SET updated_at = ?, compacted_at = NULL WHERE id = ?",
-                                 (time.time(), window.run_id))
+                sets, args = ["updated_at = ?", "compacted_at = NULL"], [time.time()]
+                if state is not None:
+                    sets.append("state = ?")
+                    args.append(json.dumps(state))
+                if run_verdict is not None:
+                    sets.append("verdict = ?")
+                    args.append(json.dumps(run_verdict))
+                self._db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, window.run_id))
                 row = self._db.execute("SELECT status, state IS NOT NULL FROM runs WHERE id = ?",
                                        (window.run_id,)).fetchone()
                 self._db.execute("COMMIT")
@@ -460,20 +335,51 @@ class SQLiteStore:
         with self._lock:
             self._db.close()
 
+    # -- leases: one process measures every run, so it always holds the lease
+
+    def heartbeat(self, replica: str, live_runs: int, ttl_s: float) -> None:
+        pass
+
+    def leave(self, replica: str) -> None:
+        pass
+
+    def lease(self, run_id: str) -> Lease | None:
+        return None
+
+    def want_run(self, run_id: str) -> None:
+        pass
+
+    def claim_run(self, run_id: str, replica: str, ttl_s: float, *, grace_s: float = 0.0) -> bool:
+        return True
+
+    def claimable(self, limit: int = 100) -> list[str]:
+        return []
+
+    def renew_leases(self, replica: str, run_ids: list[str], ttl_s: float) -> dict[str, Renewal]:
+        return {r: Renewal(r, 0.0) for r in run_ids}
+
+    def release_run(self, run_id: str, replica: str) -> None:
+        pass
+
+    def end_lease(self, run_id: str) -> None:
+        pass
+
+    def touch_run(self, run_id: str) -> None:
+        pass
+
+    def request(self, run_id: str, kind: str, arg: str = "") -> None:
+        pass
+
+    def replicas(self) -> list[dict[str, Any]]:
+        return []
+
     # -- compaction: raw window data replaced by summaries
 
     def _summaries(self, run_id: str, rows: list[tuple[int, str, bytes]],
                    figures_for: set[int]) -> list[tuple[int, int, bytes]]:
         """(seq, length of the raw data, packed summary) of raw windows `rows` (seq, kind, data), computed
         without the lock. Windows in `figures_for` and golden windows keep their figures too."""
-        out = []
-        for seq, kind, data in rows:
-            try:
-                summary = self._summarize(data, seq=seq, figures=seq in figures_for or kind == "golden")
-            except Exception as exc:  # a damaged blob: its figures were lost already
-                summary = {"v": 1, "digest": None, "error": f"{exc.__class__.__name__}: {exc}"}
-            out.append((seq, len(data), pack_json(summary)))
-        return out
+        return summarize_rows(self._summarize, rows, figures_for)
 
     def _write_summaries(self, run_id: str, done: list[tuple[int, int, bytes]]) -> int:
         """Replace raw data by summaries (the lock held, in a transaction); returns the windows changed."""
