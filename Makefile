@@ -63,8 +63,14 @@ $(K8S_STAMP): tests/deploy/crd/package.json
 	cd $(K8S_MODELS) && npm install --no-audit --no-fund --no-package-lock --loglevel=error
 	touch $@
 
+# Fast tests three at a time (pytest-xdist, one file per worker), then the slow
+# end-to-end ones (several real servers each) two at a time: both phases always
+# run, the target fails if either does. `make test PYTEST_ARGS=-x` passes options on.
 test: venv system-deps runtime-venv k8s-schemas
-	$(PY) -m pytest
+	@rc=0; \
+	$(PY) -m pytest -m "not slow" -n 3 --dist loadfile $(PYTEST_ARGS) || rc=1; \
+	$(PY) -m pytest -m slow -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS) || rc=1; \
+	exit $$rc
 
 # The demo's one Debian package: a real Prometheus, its CTR source.
 demo-deps:

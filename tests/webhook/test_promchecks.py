@@ -441,8 +441,13 @@ def prom_service(demo_assets, modelserver, canary_servers, real_prometheus, tmp_
             "p99-slow": analysis(canary_servers["slow"], {**tfs, "versions": {"canary": "slow"}}, p99, rate=40),
             # The mesh checks read the exporter; their own load goes to the identical server, so
             # the stable process carries only the two P99 runs.
-            "mesh-bad": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v2"},
-                                                          "selectors": gpu_sel}, mesh, stable=canary_servers["same"]),
+            # A run ends at its first failed check, so each bad check has a run of its own.
+            "errors-bad": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v2"},
+                                                            "selectors": gpu_sel}, {"e5xx": mesh["e5xx"]},
+                                   stable=canary_servers["same"]),
+            "gpu-bad": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v2"},
+                                                         "selectors": gpu_sel}, {"gpu": mesh["gpu"]},
+                                stable=canary_servers["same"]),
             "mesh-ok": analysis(canary_servers["same"], {"versions": {"stable": "v1", "canary": "v3"},
                                                          "selectors": {**gpu_sel,
                                                                        "canary": 'pod=~"{name}-canary-ok-.*"'}},
@@ -481,18 +486,20 @@ def test_prometheus_checks_against_a_real_prometheus(prom_service):
     0.1 % pass; a DCGM gauge at 97 % fails its 90/95 % ceiling and one at 70 % passes."""
     t = time.monotonic()
     r = _until_checks_decided(prom_service, {"p99-same": ("p99",), "p99-slow": ("p99",),
-                                             "mesh-bad": ("e5xx", "gpu"), "mesh-ok": ("e5xx", "gpu")})
+                                             "errors-bad": ("e5xx",), "gpu-bad": ("gpu",),
+                                             "mesh-ok": ("e5xx", "gpu")})
     print(f"decided in {time.monotonic() - t:.0f} s:", {a: {c: (x[c]["verdict"], x[c]["windows"], x[c]["stable"],
           x[c]["canary"], x[c]["estimate"]) for c in ("p99", "e5xx", "gpu") if c in x} for a, x in r.items()})
-    slow, same, bad, ok = r["p99-slow"], r["p99-same"], r["mesh-bad"], r["mesh-ok"]
+    slow, same, ok = r["p99-slow"], r["p99-same"], r["mesh-ok"]
     assert slow["p99"]["verdict"] == "fail", slow["p99"]["reason"]
     assert slow["p99"]["estimate"] > 6 and "bucketed" in slow["p99"]["reason"]
     assert same["p99"]["verdict"] == "pass", same["p99"]["reason"]
     assert same["p99"]["estimate"] < 3
-    assert bad["e5xx"]["verdict"] == "fail", bad["e5xx"]["reason"]
-    assert bad["e5xx"]["canary"] == pytest.approx(0.02, abs=0.008) and bad["e5xx"]["stable"] < 0.005
-    assert bad["gpu"]["verdict"] == "fail", bad["gpu"]["reason"]
-    assert bad["gpu"]["canary"] == pytest.approx(97) and bad["gpu"]["stable"] == pytest.approx(60)
-    assert bad["decision"] == "fail"
+    errors, gpu = r["errors-bad"], r["gpu-bad"]
+    assert errors["e5xx"]["verdict"] == "fail", errors["e5xx"]["reason"]
+    assert errors["e5xx"]["canary"] == pytest.approx(0.02, abs=0.008) and errors["e5xx"]["stable"] < 0.005
+    assert gpu["gpu"]["verdict"] == "fail", gpu["gpu"]["reason"]
+    assert gpu["gpu"]["canary"] == pytest.approx(97) and gpu["gpu"]["stable"] == pytest.approx(60)
+    assert errors["decision"] == gpu["decision"] == "fail"
     assert ok["e5xx"]["verdict"] == "pass", ok["e5xx"]["reason"]
     assert ok["gpu"]["verdict"] == "pass" and ok["gpu"]["canary"] == pytest.approx(70), ok["gpu"]["reason"]
