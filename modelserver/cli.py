@@ -7,6 +7,10 @@ own flags use dashes. Differences from TF Serving:
 - port 0 means "any free port" (TF Serving: 0 disables REST); the ready
   line prints the ports actually bound;
 - `--host` (default 127.0.0.1) chooses the address to bind;
+- `--reuse_port` binds both ports with SO_REUSEPORT: several processes
+  started with it on one `--port` serve one address, and the kernel spreads
+  new connections over them (as pods behind one Service). Without it a
+  taken port fails, as in TF Serving;
 - `--model_base_path` serves the latest version, as TF Serving does, or all
   numbered versions with `--serve_all_versions`;
 - problems in the flags or the config file end the process at once with
@@ -51,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rest_api_port", type=int, default=8501,
                    help="REST port (0: any free port; default 8501)")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    g.add_argument("--reuse_port", "--reuse-port", action="store_true",
+                   help="bind both ports with SO_REUSEPORT: several processes started with it "
+                        "share one port and the kernel spreads new connections over them "
+                        "(default off: a taken port fails)")
     g.add_argument("--model_name", help="name of the single model to serve")
     g.add_argument("--model_base_path", help="folder with numbered SavedModel versions")
     g.add_argument("--model_config_file", help="ModelServerConfig in protobuf text format")
@@ -168,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
               f"labels {m.labels or {}} from {m.config.base_path}", file=sys.stderr, flush=True)
 
     core = ServingCore(registry, FaultInjector(faults), Metrics(), workers=args.workers)
-    server = ModelServer(core, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port)
+    server = ModelServer(core, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
+                         reuse_port=args.reuse_port)
 
     async def run() -> None:
         stop = asyncio.Event()

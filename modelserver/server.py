@@ -22,12 +22,19 @@ class BindError(Exception):
 
 
 class ModelServer:
-    """gRPC on `grpc_port`, REST on `rest_port` (0 = any free port) on `host`."""
+    """gRPC on `grpc_port`, REST on `rest_port` (0 = any free port) on `host`.
+
+    reuse_port: bind both ports with SO_REUSEPORT, so several processes
+    (each started with it) serve one address and the kernel spreads new
+    connections over them, as pods behind one Service. Off: a taken port
+    fails to bind.
+    """
 
     def __init__(self, core: ServingCore, host: str = "127.0.0.1",
-                 grpc_port: int = 8500, rest_port: int = 8501) -> None:
+                 grpc_port: int = 8500, rest_port: int = 8501, reuse_port: bool = False) -> None:
         self.core = core
         self.host = host
+        self.reuse_port = reuse_port
         self._grpc_port = grpc_port
         self._rest_port = rest_port
         self.grpc_port: int | None = None
@@ -37,10 +44,10 @@ class ModelServer:
 
     async def start(self) -> None:
         """Bind both ports and start serving; sets grpc_port and rest_port."""
-        # so_reuseport off: a second server on a taken port must fail, not
-        # silently share it.
+        # so_reuseport off unless asked: a second server on a taken port must
+        # fail, not silently share it.
         self._grpc = grpc.aio.server(options=[
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ])
@@ -60,7 +67,8 @@ class ModelServer:
         self._runner = web.AppRunner(create_app(self.core), access_log=None,
                                      handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._rest_port, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, self._rest_port, backlog=1024,
+                           reuse_port=True if self.reuse_port else None)
         try:
             await site.start()
         except OSError as e:

@@ -15,6 +15,11 @@ Any suite can use it (or the session fixtures in tests/conftest.py):
 The process binds free ports on 127.0.0.1, logs to `<dir>/modelserver.log`,
 and is ready when this returns (or ModelServerError says why not, with the
 end of the log). Fault fields: see modelserver/faults.py.
+
+`start_modelserver_group(dir, n, ...)` starts n stand-ins with `--reuse_port`
+on one gRPC port (one address, the kernel spreads connections over them, as
+pods behind one Service); each keeps a REST port of its own unless
+share_rest=True.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from modelserver.process import ModelServerError, ModelServerProcess, start_process
 
-__all__ = ["start_modelserver", "ModelServerProcess", "ModelServerError"]
+__all__ = ["start_modelserver", "start_modelserver_group", "ModelServerProcess", "ModelServerError"]
 
 
 def start_modelserver(tmp_path_or_dir: str | Path, model_config: str | Path | None = None,
@@ -52,6 +57,36 @@ def start_modelserver(tmp_path_or_dir: str | Path, model_config: str | Path | No
     args += [str(a) for a in extra_args]
     return start_process(args, log_dir=tmp_path_or_dir, name=name,
                          ready_timeout_s=ready_timeout_s)
+
+
+def start_modelserver_group(tmp_path_or_dir: str | Path, n: int, share_rest: bool = False,
+                            extra_args=(), faults: list[dict | None] | None = None,
+                            name: str = "modelserver", **kwargs) -> list[ModelServerProcess]:
+    """Start n stand-ins with `--reuse_port` serving one gRPC address; returns them in start order.
+
+    The first binds a free port, the others join it. share_rest: the REST port
+    is shared too (else each process has its own, to reach one process's
+    metrics and faults). faults: one initial fault dict (or None) per process.
+    Other keyword arguments as start_modelserver. Stops the started ones if
+    one fails.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    group: list[ModelServerProcess] = []
+    try:
+        for i in range(n):
+            args = ["--reuse_port", *[str(a) for a in extra_args]]
+            if group:
+                args += ["--port", str(group[0].grpc_port)]
+                if share_rest:
+                    args += ["--rest_api_port", str(group[0].rest_port)]
+            group.append(start_modelserver(tmp_path_or_dir, extra_args=args, name=f"{name}-{i + 1}",
+                                           faults=faults[i] if faults else None, **kwargs))
+    except BaseException:
+        for ms in group:
+            ms.stop()
+        raise
+    return group
 
 
 @contextlib.contextmanager

@@ -1,12 +1,18 @@
-"""Identical models on two separate stand-in processes, driven in Flagger's order: never rolled back.
+"""Identical models, the canary on two stand-in processes behind one address, driven in Flagger's order:
+never rolled back.
 
-The benchmark (bench/aa_rollouts.py) runs 20 of these; CI runs 2. Each rollout
-has the golden check at pre-rollout while nothing else loads the servers,
-then 220 req/s per version in 3 s windows, latency on P90 (bench/aa_rollouts.py
-says why not P99 on two shared cores). The gate's promise for identical
-versions is that they are never rolled back; promotion needs the evidence to
-pass each stage, which a loaded host can delay past the ticks allowed here, so
-the test asks for at least one promotion.
+Stable is served by one process; the canary by two started with `--reuse_port`
+on one port (one address, as pods behind one Service: the kernel spreads
+connections over them), loaded over 8 gRPC connections per version
+(`load.connections`) so both canary processes get load. The benchmark
+(bench/aa_rollouts.py, `--canary-processes 1..3`) runs 20 of these; CI runs
+2. Each rollout has the golden check at pre-rollout while nothing else loads
+the servers, then 220 req/s per version in 3 s windows, latency on P90
+(bench/aa_rollouts.py says why not P99 on two shared cores). The gate's
+promise for identical versions is that they are never rolled back;
+promotion needs the evidence to pass each stage, which a loaded host can
+delay past the ticks allowed here, so the test asks for at least one
+promotion.
 """
 
 import pytest
@@ -16,7 +22,9 @@ from bench.aa_rollouts import run
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
-def test_identical_versions_on_two_servers_are_never_rolled_back(tmp_path):
-    out = run(2, 220.0, tmp_path, progress=lambda line: None)
+def test_identical_versions_with_the_canary_on_two_processes_are_never_rolled_back(tmp_path):
+    out = run(2, 220.0, tmp_path, progress=lambda line: None, canary_processes=2)
     assert out["rolled_back"] == 0, out["rollback_reasons"]
     assert out["promoted"] >= 1, out
+    # one address, two processes: the load reached both
+    assert len(out["canary_requests"]) == 2 and min(out["canary_requests"]) > 0, out["canary_requests"]
