@@ -800,7 +800,29 @@ class SessionManager:
             self.store.create_run(rec)
             self.event(rec.id, "run", f"run started by {caller} for {namespace}/{name} revision {revision}"
                                       f" (attempt {attempt})")
-            return rec
+            older = [x for x in self._sessions.values()
+                     if not x.stopped and x.run.revision != revision and x.run.status not in STOPPED_STATUSES
+                     and (x.run.caller, x.run.analysis, x.run.namespace, x.run.name) == key[:4]]
+        for x in older:
+            self._supersede(x, rec)
+        return rec
+
+    def _supersede(self, s: Session, newer: RunRecord) -> None:
+        """A new revision of the same rollout started: the older revision's run stops loading the servers
+        and gives its capacity back at once. Flagger restarts the analysis for the new revision without a
+        post-rollout for the old one (Argo starts a new AnalysisRun), so without this the old run's load
+        would go on beside the new one's until it idled out, and its slot would stay taken. It becomes
+        idle (not failed: nobody judged it), and resumes if its controller ever calls it again."""
+        self.stop(s)
+        try:
+            s.run.status = "idle"
+            self.store.update_run(s.run.id, status="idle")
+        except Exception:
+            log.exception("run %s: marking superseded run idle", s.run.id)
+        self.admission.release(s.run.id, "superseded")
+        self.metrics.forget_run(s.run)
+        self.event(s.run.id, "session", f"revision {newer.revision} of {newer.namespace}/{newer.name} started "
+                                        f"(run {newer.id}): this run's load stopped, its capacity given back")
 
     def peek(self, caller: str, analysis: str, namespace: str, name: str, revision: str) -> Any:
         """The live session's decision for this rollout, or None; takes no lock (the front's loop calls it

@@ -239,6 +239,30 @@ def test_limits_protect_the_model_servers_by_queueing_never_by_a_failed_check(ma
     assert 'shadowgate_admission_queued{namespace="test"} 1.0' in text
 
 
+def test_a_new_revision_takes_over_the_old_revisions_capacity_at_once(make_app, config_dict):
+    """Flagger restarts the analysis for a new revision without a post-rollout for the old one: the old
+    run must stop loading the servers and give its slot back now, not after idling out (it held the only
+    slot: the new revision waited, 412 at every confirm-rollout)."""
+    config_dict["server"].update(max_sessions_per_analysis=1)
+    app = make_app(config_dict, spec=GOOD)
+    c = app.test_client()
+    svc = app.extensions["shadowgate"]
+    assert hook(c, "confirm-rollout", name="shop", analysis="digits", checksum="rev1").status_code == 200
+    old = hook(c, "pre-rollout", name="shop", analysis="digits", checksum="rev1").json["run"]
+    assert [s.run.id for s in svc.sessions.active()] == [old]
+    r = hook(c, "confirm-rollout", name="shop", analysis="digits", checksum="rev2")
+    assert r.status_code == 200 and "queued" not in r.json, r.json
+    new = hook(c, "pre-rollout", name="shop", analysis="digits", checksum="rev2").json["run"]
+    deadline = time.time() + 5
+    while time.time() < deadline and [s.run.id for s in svc.sessions.active()] != [new]:
+        time.sleep(0.05)
+    assert [s.run.id for s in svc.sessions.active()] == [new]
+    stored = c.get(f"/api/v1/runs/{old}").json
+    assert stored["status"] == "idle" and any("rev2" in e["message"] for e in stored["timeline"]), stored
+    # another rollout's revision is not touched
+    assert hook(c, "confirm-rollout", name="other", analysis="digits", checksum="rev9").status_code == 412
+
+
 def test_sessions_per_analysis_cap(make_app, config_dict):
     config_dict["server"].update(max_sessions_per_analysis=1)
     app = make_app(config_dict, spec=GOOD)
