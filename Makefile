@@ -64,8 +64,8 @@ $(K8S_STAMP): tests/deploy/crd/package.json
 	touch $@
 
 # Fast tests three at a time (pytest-xdist, one file per worker), then the slow
-# end-to-end ones (several real servers each) two at a time: both phases always
-# run, the target fails if either does. `make test PYTEST_ARGS=-x` passes options on.
+# end-to-end ones (several real servers each) two at a time. Both phases always
+# run; the target fails if either does. `make test PYTEST_ARGS=-x` passes options on.
 test: venv system-deps runtime-venv k8s-schemas
 	@rc=0; \
 	$(PY) -m pytest -m "not slow" -n 3 --dist loadfile $(PYTEST_ARGS) || rc=1; \

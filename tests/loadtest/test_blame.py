@@ -327,7 +327,9 @@ def _pre_fix_channels(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("channels", ["shared (before)", "own (now)"])
+# "shared (before)" (the channels before per-run connections) failed the new canary: run it by hand with
+# `-k died_under_load` after adding it to this list; CI runs what the product does now.
+@pytest.mark.parametrize("channels", ["own (now)"])
 def test_new_canary_at_the_address_of_a_canary_that_died_under_load(channels, modelserver, demo_assets,
                                                                      tmp_path, monkeypatch):
     """Run 1 loads a canary that dies; a new, healthy canary starts at the same address while run 1
