@@ -20,6 +20,7 @@ BENCHMARKS = {
     "load_vs_hey": "our p99 and hey's next to the true p99, normal and with a 1 s stall every 10 s",
     "webhook_latency": "webhook answer time with 50 analyses running, each hook every 10 s",
     "prerollout_burst": "pre-rollout answer time, p50 and p99, with 20 analyses starting together",
+    "replicas": "200 Flagger canaries on 1 and 3 replicas over one PostgreSQL: hook p99, admission, blame, load",
     "front_slow_clients": "/healthz and hook answer time with 200 connections held open that never finish",
     "report_render": "report page of a run at 10, 100 and 1000 windows: server-side time, page weight",
     "store_footprint": "run store bytes per window and per run before and after compaction; a year projected",
